@@ -1,0 +1,49 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+# Everything is pinned: the service by uv.lock, uv itself and the sandbox FHIR server by exact versions below.
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+SEKMET_VERSION := 0.1.1
+UVTOOL := .uvtool
+UV := $(UVTOOL)/bin/uv
+VENV := .venv
+FHIR_VENV := .venv-fhir
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: setup setup-fhir-sandbox setup-postgres run test lint bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(UVTOOL)
+	$(UVTOOL)/bin/pip install --quiet uv==$(UV_VERSION)
+
+# Installs the service and its test tools from the committed lock file into .venv.
+setup: $(UV)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --all-groups --python $(PYTHON)
+
+# The sandbox FHIR server lives in its own virtual environment: it pins its own FastAPI and fhir.resources.
+$(FHIR_VENV)/bin/sekmet:
+	$(PYTHON) -m venv $(FHIR_VENV)
+	$(FHIR_VENV)/bin/pip install --quiet sekmet-fhir==$(SEKMET_VERSION)
+
+setup-fhir-sandbox: $(FHIR_VENV)/bin/sekmet
+
+# Starts the machine's PostgreSQL at 127.0.0.1:5432 if it is installed but stopped (installs it if absent).
+setup-postgres:
+	bash .ci/ensure-postgres
+
+# Development mode: auth off, bound to 127.0.0.1 only, SQLite audit store under ./data. The service says so loudly.
+run: setup
+	CDS_ENVIRONMENT=development $(VENV)/bin/calcinosis-cds serve --host $(HOST) --port $(PORT)
+
+test: setup setup-fhir-sandbox setup-postgres
+	CALCINOSIS_FHIR_SANDBOX=$(CURDIR)/$(FHIR_VENV)/bin/sekmet $(VENV)/bin/pytest
+
+lint: setup
+	$(VENV)/bin/ruff check hooks fhir_mappings tests bench
+	$(VENV)/bin/mypy
+
+bench: setup setup-fhir-sandbox setup-postgres
+	for b in bench/bench_*.py; do $(VENV)/bin/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(FHIR_VENV) $(UVTOOL) .pytest_cache .mypy_cache .ruff_cache

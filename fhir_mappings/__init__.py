@@ -1,0 +1,1 @@
+"""FHIR R4 to clinical facts (no web imports)."""

@@ -1,0 +1,90 @@
+"""The ``AuditStore`` seam: every card response and feedback item goes through it.
+
+A response that could not be audited is not sent (503), so ``append_call`` commits before it returns.
+The JWT replay cache (``remember_jti``) lives in the same database (issue: trusting CDS clients).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from hooks.audit.records import FeedbackRecord, HookCallRecord
+
+__all__ = ["AuditError", "AuditStore", "FeedbackResult", "MemoryAuditStore"]
+
+
+class AuditError(Exception):
+    """The store could not durably record something; the caller must not send the response."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackResult:
+    stored: int
+    duplicates: int
+
+
+class AuditStore(Protocol):
+    async def open(self) -> None:
+        """Create or migrate the schema."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise AuditError when the store is unreachable (drives /readyz)."""
+
+    async def append_call(self, record: HookCallRecord) -> None:
+        """Commit one hook-call record durably, or raise AuditError."""
+
+    async def append_feedback(self, records: Sequence[FeedbackRecord]) -> FeedbackResult:
+        """Commit feedback items, skipping exact repeats; raise AuditError on failure."""
+
+    async def remember_jti(self, iss: str, jti: str, expires_at: datetime) -> bool:
+        """Store a JWT id; False when (iss, jti) was already seen and has not expired (a replay)."""
+
+
+class MemoryAuditStore:
+    """In-process store for unit tests of the web layer. Not durable: never used by ``make run``."""
+
+    def __init__(self) -> None:
+        self.calls: list[HookCallRecord] = []
+        self.feedback: list[FeedbackRecord] = []
+        self._feedback_keys: set[str] = set()
+        self._jtis: dict[tuple[str, str], datetime] = {}
+        self.fail_appends = False
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        if self.fail_appends:
+            raise AuditError("memory store set to fail")
+
+    async def append_call(self, record: HookCallRecord) -> None:
+        if self.fail_appends:
+            raise AuditError("memory store set to fail")
+        self.calls.append(record)
+
+    async def append_feedback(self, records: Sequence[FeedbackRecord]) -> FeedbackResult:
+        if self.fail_appends:
+            raise AuditError("memory store set to fail")
+        stored = 0
+        for record in records:
+            key = record.dedupe_key()
+            if key in self._feedback_keys:
+                continue
+            self._feedback_keys.add(key)
+            self.feedback.append(record)
+            stored += 1
+        return FeedbackResult(stored=stored, duplicates=len(records) - stored)
+
+    async def remember_jti(self, iss: str, jti: str, expires_at: datetime) -> bool:
+        if (iss, jti) in self._jtis:
+            return False
+        self._jtis[(iss, jti)] = expires_at
+        return True

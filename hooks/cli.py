@@ -1,0 +1,91 @@
+"""``calcinosis-cds``: serve the service, assess a Bundle offline, and audit the trail.
+
+    calcinosis-cds serve --host 127.0.0.1 --port 8080
+    calcinosis-cds assess BUNDLE.json [--now 2026-11-21] [--locale fr]
+    calcinosis-cds audit verify|show|export|stats ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+log = logging.getLogger("calcinosis_cds")
+
+_DEV_BANNER = """
+************************************************************************************
+*  DEVELOPMENT MODE: authentication is OFF (CDS_AUTH_REQUIRED=false).              *
+*  Any local process can call this service. It is bound to {host:<22} only.  *
+*  The audit chain uses a public development key. Never use this with real PHI.   *
+************************************************************************************"""
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from hooks.app import create_app
+    from hooks.logging_setup import configure_logging
+    from hooks.settings import get_settings
+
+    configure_logging()
+    settings = get_settings()
+    settings.check_bind(args.host)
+    if not settings.auth_required:
+        log.warning(_DEV_BANNER.format(host=args.host))
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=5,
+        limit_concurrency=args.limit_concurrency,
+        h11_max_incomplete_event_size=16 * 1024,
+    )
+    return 0
+
+
+def _assess(args: argparse.Namespace) -> int:
+    from hooks.engine.offline import assess_bundle_file
+
+    return assess_bundle_file(args.bundle, now=args.now, locale=args.locale, out=sys.stdout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="calcinosis-cds", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the CDS Hooks endpoints")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--limit-concurrency", type=int, default=200, help="503 beyond this many connections")
+    serve.set_defaults(func=_serve)
+
+    assess = commands.add_parser("assess", help="run the clinical engine on a FHIR Bundle file and print the cards")
+    assess.add_argument("bundle", help="a FHIR R4 Bundle (collection, searchset or transaction) as JSON")
+    assess.add_argument("--now", help="evaluation date (ISO 8601); default: now")
+    assess.add_argument("--locale", choices=["en", "fr"], default="en")
+    assess.set_defaults(func=_assess)
+
+    try:
+        from hooks.audit.cli import add_audit_commands
+    except ImportError:  # the audit CLI ships with the durable stores
+        pass
+    else:
+        add_audit_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,354 @@
+"""CDS Hooks 2.0 wire format: discovery, request, response and feedback.
+
+Spec: https://cds-hooks.hl7.org/2.0/ (HL7/cds-hooks tag v2.0.1, ``input/pagecontent/index.md``) and the
+hook library 1.0.1 for the per-hook ``context``. The rules of the spec are encoded as validators so that a
+non-conformant card cannot be built: summary under 140 characters, ``source.label`` required,
+``selectionBehavior`` whenever there are suggestions, ``display`` on every override reason, ``appContext``
+only on smart links, and no null or empty optional field in anything we emit (#use-of-json).
+
+Incoming objects accept unknown keys (vendors add their own, e.g. Epic's ``overrideReasons`` in feedback);
+outgoing objects forbid them.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "SUMMARY_MAX_CHARS",
+    "Action",
+    "Card",
+    "CdsRequest",
+    "CdsResponse",
+    "Coding",
+    "DiscoveryResponse",
+    "EncounterDischargeContext",
+    "FeedbackItem",
+    "FeedbackRequest",
+    "FhirAuthorization",
+    "Link",
+    "OrderSelectContext",
+    "OrderSignContext",
+    "OverrideReason",
+    "PatientViewContext",
+    "ServiceDescriptor",
+    "Source",
+    "Suggestion",
+    "context_model_for",
+    "utc_iso",
+]
+
+# "summary ... MUST be less than 140 characters" (#card-attributes): 139 is the longest allowed.
+SUMMARY_MAX_CHARS = 139
+
+_REFERENCE = re.compile(r"^[A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+_USER_TYPES = ("Practitioner", "PractitionerRole", "Patient", "RelatedPerson")
+
+
+class _Incoming(BaseModel):
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=False)
+
+
+class _Outgoing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _no_empty_optionals(self) -> _Outgoing:
+        for name, value in self:
+            if value is None:
+                continue
+            if isinstance(value, str | list | dict) and len(value) == 0 and name != "cards":
+                raise ValueError(f"{name} must be omitted rather than sent empty (CDS Hooks #use-of-json)")
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+# --------------------------------------------------------------------------- request
+
+
+class FhirAuthorization(_Incoming):
+    """#passing-the-access-token-to-the-cds-service. The token is a SecretStr: it never prints or logs."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    access_token: SecretStr
+    token_type: str
+    expires_in: StrictInt
+    scope: str
+    subject: str
+    patient: str | None = None
+
+    @field_validator("token_type")
+    @classmethod
+    def _bearer(cls, value: str) -> str:
+        if value.lower() != "bearer":
+            raise ValueError("token_type must be Bearer")
+        return value
+
+
+class _HookContext(_Incoming):
+    userId: str
+    patientId: str = Field(min_length=1, max_length=64)
+    encounterId: str | None = Field(default=None, min_length=1, max_length=64)
+
+    @field_validator("userId")
+    @classmethod
+    def _user_reference(cls, value: str) -> str:
+        if not _REFERENCE.match(value) or value.split("/", 1)[0] not in _USER_TYPES:
+            raise ValueError("userId must be a Practitioner, PractitionerRole, Patient or RelatedPerson reference")
+        return value
+
+    @field_validator("patientId", "encounterId")
+    @classmethod
+    def _fhir_id(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", value):
+            raise ValueError("must be a FHIR id")
+        return value
+
+
+class PatientViewContext(_HookContext):
+    """hook-library 1.0.1 patient-view: userId, patientId required; encounterId optional."""
+
+
+class OrderSignContext(_HookContext):
+    """order-sign: draftOrders (a Bundle) required, not a prefetch token."""
+
+    draftOrders: dict[str, Any]
+
+    @field_validator("draftOrders")
+    @classmethod
+    def _bundle(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("resourceType") != "Bundle":
+            raise ValueError("draftOrders must be a FHIR Bundle")
+        return value
+
+
+class OrderSelectContext(OrderSignContext):
+    """order-select: also ``selections``, references into draftOrders (hook page: REQUIRED)."""
+
+    selections: list[str] = Field(min_length=1)
+
+    @field_validator("selections")
+    @classmethod
+    def _references(cls, value: list[str]) -> list[str]:
+        if not all(_REFERENCE.match(item) for item in value):
+            raise ValueError("selections must be Type/id references")
+        return value
+
+
+class EncounterDischargeContext(_HookContext):
+    encounterId: str = Field(min_length=1, max_length=64)
+
+
+_CONTEXTS: dict[str, type[_HookContext]] = {
+    "patient-view": PatientViewContext,
+    "order-select": OrderSelectContext,
+    "order-sign": OrderSignContext,
+    "encounter-discharge": EncounterDischargeContext,
+}
+
+
+def context_model_for(hook: str) -> type[_HookContext]:
+    return _CONTEXTS[hook]
+
+
+class CdsRequest(_Incoming):
+    """#calling-a-cds-service. ``context`` is validated per hook after dispatch on (id, hook)."""
+
+    hook: str = Field(min_length=1, max_length=128)
+    hookInstance: str
+    fhirServer: str | None = Field(default=None, max_length=2048)
+    fhirAuthorization: FhirAuthorization | None = None
+    context: dict[str, Any]
+    prefetch: dict[str, Any] | None = None
+    extension: dict[str, Any] | None = None
+
+    @field_validator("hookInstance")
+    @classmethod
+    def _uuid(cls, value: str) -> str:
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            raise ValueError("hookInstance must be a UUID") from None
+        return value
+
+    @model_validator(mode="after")
+    def _server_with_token(self) -> CdsRequest:
+        # "If fhirAuthorization is provided, this field [fhirServer] is REQUIRED" (cds-r-1 in the 3.0 ballot).
+        if self.fhirAuthorization is not None and not self.fhirServer:
+            raise ValueError("fhirServer is required when fhirAuthorization is present")
+        return self
+
+
+# --------------------------------------------------------------------------- response
+
+
+class Coding(_Outgoing):
+    system: str = Field(min_length=1)
+    code: str = Field(min_length=1)
+    display: str | None = None
+
+
+class OverrideReason(Coding):
+    """#overridereason: "the CDS Service MUST provide a display"."""
+
+    display: str = Field(min_length=1)
+
+
+class Source(_Outgoing):
+    label: str = Field(min_length=1)
+    url: str | None = None
+    icon: str | None = None
+    topic: Coding | None = None
+
+
+class Action(_Outgoing):
+    type: Literal["create", "update", "delete"]
+    description: str = Field(min_length=1)
+    resource: dict[str, Any] | None = None
+    resourceId: str | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Action:
+        if self.type in {"create", "update"} and self.resource is None:
+            raise ValueError(f"a {self.type} action needs a resource")
+        if self.type == "delete" and self.resourceId is None:
+            raise ValueError("a delete action needs resourceId")
+        return self
+
+
+class Suggestion(_Outgoing):
+    label: str = Field(min_length=1)
+    uuid: str | None = None
+    isRecommended: bool | None = None
+    actions: list[Action] | None = None
+
+
+class Link(_Outgoing):
+    label: str = Field(min_length=1)
+    url: str = Field(min_length=1)
+    type: Literal["absolute", "smart"]
+    appContext: str | None = None
+    autolaunchable: bool | None = None
+
+    @model_validator(mode="after")
+    def _app_context_only_on_smart(self) -> Link:
+        if self.appContext is not None and self.type != "smart":
+            raise ValueError("appContext is only allowed on smart links")
+        return self
+
+
+class Card(_Outgoing):
+    """#card-attributes."""
+
+    uuid: str | None = None
+    summary: str = Field(min_length=1, max_length=SUMMARY_MAX_CHARS)
+    detail: str | None = None
+    indicator: Literal["info", "warning", "critical"]
+    source: Source
+    suggestions: list[Suggestion] | None = None
+    selectionBehavior: Literal["at-most-one", "any"] | None = None
+    overrideReasons: list[OverrideReason] | None = None
+    links: list[Link] | None = None
+    extension: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _selection(self) -> Card:
+        if self.suggestions and self.selectionBehavior is None:
+            raise ValueError("selectionBehavior is required when suggestions are present")
+        if self.selectionBehavior is not None and not self.suggestions:
+            raise ValueError("selectionBehavior is only meaningful with suggestions")
+        recommended = sum(1 for s in self.suggestions or () if s.isRecommended)
+        if recommended > 1 and self.selectionBehavior != "any":
+            raise ValueError("several recommended suggestions need selectionBehavior 'any'")
+        return self
+
+
+class CdsResponse(_Outgoing):
+    cards: list[Card]
+    systemActions: list[Action] | None = None
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+class ServiceDescriptor(_Outgoing):
+    hook: str
+    title: str | None = None
+    description: str
+    id: str
+    prefetch: dict[str, str] | None = None
+    usageRequirements: str | None = None
+
+
+class DiscoveryResponse(_Outgoing):
+    services: list[ServiceDescriptor]
+
+    @model_validator(mode="after")
+    def _no_empty_optionals(self) -> DiscoveryResponse:
+        # An empty services list is the spec's "no services" answer, not a forbidden empty optional.
+        return self
+
+
+# --------------------------------------------------------------------------- feedback
+
+
+class AcceptedSuggestion(_Incoming):
+    id: str = Field(min_length=1)
+
+
+class FeedbackCoding(_Incoming):
+    system: str | None = None
+    code: str = Field(min_length=1)
+    display: str | None = None
+
+
+class FeedbackOverrideReason(_Incoming):
+    reason: FeedbackCoding | None = None
+    userComment: str | None = Field(default=None, max_length=4000)
+
+    @model_validator(mode="after")
+    def _something(self) -> FeedbackOverrideReason:
+        if self.reason is None and self.userComment is None:
+            raise ValueError("overrideReason needs a reason or a userComment")
+        return self
+
+
+class FeedbackItem(_Incoming):
+    """#feedback: one outcome for one card; the same card may be reported several times."""
+
+    card: str = Field(min_length=1, max_length=128)
+    outcome: Literal["accepted", "overridden"]
+    acceptedSuggestions: list[AcceptedSuggestion] | None = None
+    overrideReason: FeedbackOverrideReason | None = None
+    outcomeTimestamp: AwareDatetime
+
+    @model_validator(mode="after")
+    def _accepted_needs_suggestions(self) -> FeedbackItem:
+        if self.outcome == "accepted" and not self.acceptedSuggestions:
+            raise ValueError("an accepted outcome needs acceptedSuggestions")
+        return self
+
+
+class FeedbackRequest(_Incoming):
+    feedback: list[FeedbackItem] = Field(min_length=1, max_length=1000)
+
+
+def utc_iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")

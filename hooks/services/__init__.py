@@ -1,0 +1,1 @@
+"""The CDS services this endpoint offers."""

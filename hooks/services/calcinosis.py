@@ -1,0 +1,57 @@
+"""``calcinosis-assessment`` on ``patient-view``: subtype, missing work-up, therapy options, red flags.
+
+Prefetch templates ask for what the assessment reads and no more (CDS Hooks 2.0 #prefetch-template;
+2.0 tokens only, no ``today()``). The Observation code list is generated from the terminology tables,
+never typed by hand.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from hooks.registry import HookCall, HookOutcome, ServiceDefinition
+
+__all__ = ["ESSENTIAL_KEYS", "SERVICE_ID", "calcinosis_assessment", "prefetch_templates"]
+
+SERVICE_ID = "calcinosis-assessment"
+ESSENTIAL_KEYS = frozenset({"patient", "conditions", "observations"})
+
+
+@lru_cache(maxsize=1)
+def prefetch_templates() -> dict[str, str]:
+    from fhir_mappings.terminology import observation_loinc_codes
+
+    codes = ",".join(f"http://loinc.org|{code}" for code in observation_loinc_codes())
+    return {
+        "patient": "Patient/{{context.patientId}}",
+        "conditions": "Condition?patient={{context.patientId}}",
+        "observations": "Observation?patient={{context.patientId}}&code=" + codes,
+        "medications": "MedicationRequest?patient={{context.patientId}}",
+    }
+
+
+def handle(call: HookCall) -> HookOutcome:
+    from hooks.engine.service import assess_hook_call
+
+    return assess_hook_call(call)
+
+
+def calcinosis_assessment() -> ServiceDefinition:
+    return ServiceDefinition(
+        id=SERVICE_ID,
+        hook="patient-view",
+        title="Calcinosis cutis assessment",
+        description=(
+            "When a chart opens, suggests the likely calcinosis cutis subtype (dystrophic, metastatic, "
+            "idiopathic, iatrogenic, calciphylaxis) with its evidence, lists missing work-up and therapy "
+            "options with cautions, and raises red flags (suspected calciphylaxis, very high calcium x "
+            "phosphate, severe hypercalcaemia). Silent for every other patient."
+        ),
+        prefetch=prefetch_templates(),
+        essential_keys=ESSENTIAL_KEYS,
+        handler=handle,
+        usage_requirements=(
+            "Reads Patient, Condition, Observation (LOINC) and MedicationRequest. Without prefetch, needs "
+            "fhirServer (and fhirAuthorization unless the server is open)."
+        ),
+    )

@@ -1,0 +1,114 @@
+"""One settings object for the whole service, read from ``CDS_*`` environment variables.
+
+Secure by default: outside ``development`` authentication is on, an audit HMAC key is required,
+and the service refuses to start with authentication off on a non-loopback address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings", "is_loopback_host"]
+
+# The development audit key is public on purpose: development mode is loud about it and refuses non-loopback.
+DEVELOPMENT_AUDIT_KEY = "development-only-audit-key-not-secret"
+
+
+def is_loopback_host(host: str) -> bool:
+    if host in {"localhost", "localhost.localdomain"}:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob the service has. README's configuration table documents each ``CDS_`` variable."""
+
+    model_config = SettingsConfigDict(env_prefix="CDS_", extra="ignore", env_ignore_empty=True)
+
+    environment: Literal["development", "test", "production"] = "production"
+    # Public base URL of this service, e.g. https://cds.example.org: the JWT ``aud`` is checked against it.
+    # Never derived from the Host header.
+    public_base_url: str = "http://127.0.0.1:8080"
+    locale: Literal["en", "fr"] = "en"
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+
+    # --- trust (JWT) ---
+    auth_required: bool | None = None
+    discovery_auth: Literal["required", "optional", "off"] = "optional"
+    trust_file: Path | None = None
+    jwt_leeway_s: int = Field(default=60, ge=0, le=120)
+    rate_limit_per_minute: int = Field(default=600, ge=1)
+    cors_origins: Annotated[list[str], NoDecode] = []
+
+    # --- audit ---
+    data_dir: Path = Path("data")
+    audit_dsn: str | None = None
+    audit_key: SecretStr | None = None
+
+    # --- FHIR fallback when prefetch is incomplete ---
+    fhir_allowed_bases: Annotated[list[str], NoDecode] = []
+    fhir_allow_loopback_http: bool = False
+    fhir_deadline_s: float = Field(default=1.5, gt=0, le=30)
+    fhir_request_timeout_s: float = Field(default=1.0, gt=0, le=30)
+    fhir_page_cap: int = Field(default=10, ge=1, le=100)
+    fhir_max_response_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    fhir_breaker_failures: int = Field(default=3, ge=1)
+    fhir_breaker_reset_s: float = Field(default=30.0, gt=0)
+
+    # --- clinical windows (brief §5b, rule C1) ---
+    chemistry_lookback_days: int = Field(default=90, ge=1)
+    serology_lookback_days: int = Field(default=365, ge=1)
+
+    @field_validator("cors_origins", "fhir_allowed_bases", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _secure_defaults(self) -> Settings:
+        if self.auth_required is None:
+            self.auth_required = self.environment != "development"
+        if self.audit_key is None:
+            if self.environment == "production":
+                raise ValueError("CDS_AUDIT_KEY is required outside development (it keys the audit hash chain)")
+            self.audit_key = SecretStr(DEVELOPMENT_AUDIT_KEY)
+        if self.audit_dsn is None:
+            self.audit_dsn = f"sqlite:///{self.data_dir / 'audit.sqlite3'}"
+        return self
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment == "development"
+
+    def check_bind(self, host: str) -> None:
+        """Refuse to serve PHI without authentication anywhere but loopback."""
+        if not self.auth_required and not is_loopback_host(host):
+            raise SystemExit(
+                f"refusing to start: authentication is off (CDS_AUTH_REQUIRED=false) and host {host!r} "
+                "is not a loopback address"
+            )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
