@@ -459,9 +459,13 @@ async def handle_service_call(service_id: str, request: Request, runtime: Runtim
         record.ruleset_hash = outcome.ruleset_hash
         response = json_response(payload)
     except CdsError as error:
-        record.http_status = error.status_code
         record.reason_class = getattr(error, "failure", None) or error.reason_class
         response = error_response(error)
+    except Exception as exc:  # noqa: BLE001 - a bug still leaves an audit record; the class only, no content
+        log.error("unhandled %s in service %s", type(exc).__name__, service_id)
+        record.reason_class = f"internal-error:{type(exc).__name__}"
+        body = operation_outcome("internal error", code="exception")
+        response = Response(orjson.dumps(body), status_code=500, media_type="application/fhir+json")
     record.http_status = response.status_code
     record.responded_at = runtime.clock()
     record.latency_ms = round((time.perf_counter() - started) * 1000, 3)

@@ -42,9 +42,17 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         log_config=None,
         access_log=False,
-        timeout_keep_alive=5,
-        limit_concurrency=args.limit_concurrency,
+        # h11, not httptools: only h11 enforces h11_max_incomplete_event_size (the request-line+header cap).
+        http="h11",
         h11_max_incomplete_event_size=16 * 1024,
+        ws="none",
+        # A lifespan failure (e.g. an invalid trust file) must stop the process, not serve without a verifier.
+        lifespan="on",
+        # Idle keep-alive connections are closed after 5 s so slow or abandoned clients cannot hold slots.
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=10,
+        limit_concurrency=args.limit_concurrency,
+        server_header=False,
     )
     return 0
 

@@ -12,12 +12,19 @@ OperationOutcome        the EHR's own query failed: query ``fhirServer`` with th
 key (or prefetch) absent query ``fhirServer`` with the template, tokens filled from context
 =====================  ================================================================
 
-Data the assessment cannot do without ("essential" keys) that stays unobtainable gives 412.
+Data the assessment cannot do without ("essential" keys) that stays unobtainable gives 412. A key whose
+pages could not all be read (a ``next`` page failed, or the page cap was reached) counts as unobtainable:
+a truncated Observation list would let the assessment claim a test was never done. Missing keys are
+fetched concurrently and the whole fetch is bounded by the hook call's deadline (security brief §4.2).
+A ``fhirAuthorization.patient`` other than ``context.patientId`` makes the token unusable (security brief
+§2.2 point 2): nothing is queried with it, and essential data that only it could fetch gives 412.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -30,9 +37,14 @@ __all__ = [
     "FhirFetcher",
     "KeyData",
     "ResolvedData",
+    "bundle_next_link",
     "classify_prefetch_value",
     "fill_template",
+    "resolve_prefetch",
 ]
+
+# The fetcher enforces the deadline itself; this margin only catches a fetcher that does not.
+_DEADLINE_GRACE_S = 0.1
 
 _TOKEN = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
 _USER_TOKENS = {
@@ -103,11 +115,16 @@ def classify_prefetch_value(value: Any) -> ClassifiedValue:
     if outcome_only:
         # A Bundle that holds only OperationOutcome entries is the EHR reporting a failed search.
         return ClassifiedValue("operation-outcome")
-    next_link = None
-    for link in value.get("link") or ():
+    return ClassifiedValue("present", tuple(resources), bundle_next_link(value))
+
+
+def bundle_next_link(bundle: Mapping[str, Any]) -> str | None:
+    """The ``link[relation=next].url`` of a searchset Bundle, if any."""
+    links = bundle.get("link") or ()
+    for link in links if isinstance(links, list) else ():
         if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
-            next_link = link["url"]
-    return ClassifiedValue("present", tuple(resources), next_link)
+            return str(link["url"])
+    return None
 
 
 @dataclass(slots=True)
@@ -140,7 +157,10 @@ class FetchResult:
     resources: list[dict[str, Any]] | None
     queries: list[FhirQuery]
     failure: str | None = None
+    # The FHIR server answered 401/403 to the access token: it is never sent again in this call.
     token_rejected: bool = False
+    # The access token went out in at least one request (audit ``token_use = used``).
+    token_sent: bool = False
 
 
 class FhirFetcher(Protocol):
@@ -182,16 +202,16 @@ async def resolve_prefetch(
     fetcher: FhirFetcher | None,
     allowed_bases: tuple[str, ...],
     deadline: float,
+    authorized_patient: str | None = None,
 ) -> ResolvedData:
     """Resolve every declared prefetch key; missing keys are fetched concurrently before ``deadline``.
 
+    ``deadline`` is a ``time.monotonic()`` value. ``authorized_patient`` is ``fhirAuthorization.patient``.
     Keys the EHR sent that the service did not declare are ignored (a client only sends what was asked).
     """
-    import asyncio
-
     resolved = ResolvedData(token_use="not-used" if access_token else "none")
     received = prefetch or {}
-    pending: dict[str, tuple[str, str | None]] = {}  # key -> (query or next url, kind)
+    pending: dict[str, tuple[str, bool]] = {}  # key -> (query, or the EHR's next link when True)
     for key, template in templates.items():
         if key in received:
             classified = classify_prefetch_value(received[key])
@@ -201,7 +221,7 @@ async def resolve_prefetch(
             if classified.state == "present":
                 resolved.keys[key] = KeyData(key, "present", list(classified.resources))
                 if classified.next_link:
-                    pending[key] = (classified.next_link, "next")
+                    pending[key] = (classified.next_link, True)
                 continue
             state: PrefetchStateName = "operation-outcome"
         else:
@@ -211,46 +231,70 @@ async def resolve_prefetch(
         if query is None:
             resolved.keys[key].failure = "template token could not be filled from context"
             continue
-        pending[key] = (query, None)
+        pending[key] = (query, False)
 
     if not pending:
         return resolved
-    if fetcher is None or not fhir_server:
-        for key, (_, kind) in pending.items():
-            if kind is None:
-                resolved.keys[key].failure = "no fhirServer to query"
+    unusable = _why_not_query(fhir_server, fetcher, access_token, authorized_patient, context)
+    if unusable is not None or fetcher is None or fhir_server is None:
+        for key in pending:
+            _incomplete(resolved.keys[key], unusable or "no fhirServer to query")
         return resolved
 
-    async def run(key: str, target: str, kind: str | None) -> tuple[str, str | None, FetchResult]:
-        if kind == "next":
-            result = await fetcher.follow_next(
-                key=key, fhir_server=fhir_server, next_url=target, access_token=access_token,
-                deadline=deadline, allowed_bases=allowed_bases,
-            )
-        else:
-            result = await fetcher.fetch(
-                key=key, fhir_server=fhir_server, query=target, access_token=access_token,
-                deadline=deadline, allowed_bases=allowed_bases,
-            )
-        return key, kind, result
+    async def run(key: str, target: str, is_next: bool) -> tuple[str, bool, FetchResult]:
+        arguments: dict[str, Any] = {
+            "key": key, "fhir_server": fhir_server, "access_token": access_token,
+            "deadline": deadline, "allowed_bases": allowed_bases,
+        }
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic()) + _DEADLINE_GRACE_S):
+                if is_next:
+                    result = await fetcher.follow_next(next_url=target, **arguments)
+                else:
+                    result = await fetcher.fetch(query=target, **arguments)
+        except TimeoutError:
+            result = FetchResult(None, [], failure="the FHIR deadline passed")
+        return key, is_next, result
 
-    results = await asyncio.gather(*(run(k, t, kind) for k, (t, kind) in pending.items()))
-    for key, kind, result in results:
+    results = await asyncio.gather(*(run(k, t, is_next) for k, (t, is_next) in pending.items()))
+    for key, is_next, result in results:
         resolved.queries.extend(result.queries)
-        data = resolved.keys[key]
-        if access_token and result.queries:
-            resolved.token_use = "used" if resolved.token_use != "rejected" else "rejected"
+        if result.token_sent and resolved.token_use == "not-used":
+            resolved.token_use = "used"
         if result.token_rejected:
             resolved.token_use = "rejected"
-        if kind == "next":
-            # The first page came from the EHR; further pages are best effort and flagged when missing.
-            if result.resources is not None and data.resources is not None:
-                data.resources.extend(result.resources)
-                data.fetched = True
-            else:
-                data.failure = result.failure or "next page unobtainable"
+        data = resolved.keys[key]
+        if result.resources is None:
+            _incomplete(data, result.failure or "the FHIR server gave no usable answer")
             continue
         data.fetched = True
-        data.resources = result.resources
-        data.failure = result.failure
+        if is_next and data.resources is not None:
+            data.resources.extend(result.resources)
+        else:
+            data.resources = list(result.resources)
+            data.failure = None
     return resolved
+
+
+def _why_not_query(
+    fhir_server: str | None,
+    fetcher: FhirFetcher | None,
+    access_token: str | None,
+    authorized_patient: str | None,
+    context: Mapping[str, Any],
+) -> str | None:
+    if not fhir_server:
+        return "no fhirServer to query"
+    if fetcher is None:
+        return "FHIR queries are not configured"
+    if access_token and authorized_patient and authorized_patient != context.get("patientId"):
+        return "fhirAuthorization.patient does not match context.patientId, so the access token was not used"
+    return None
+
+
+def _incomplete(data: KeyData, reason: str) -> None:
+    """A key the service could not read in full is unobtainable (a partial list is not used)."""
+    if data.received == "present":
+        reason = f"further pages could not be read: {reason}"
+    data.resources = None
+    data.failure = reason

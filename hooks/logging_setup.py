@@ -14,35 +14,43 @@ import orjson
 
 __all__ = ["RedactingFilter", "configure_logging", "redact"]
 
-# A JWT is three base64url segments; bearer credentials follow "Bearer "; access_token appears in JSON.
-_PATTERNS = (
-    re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
-    re.compile(r'(?i)("?access_token"?\s*[:=]\s*"?)[^",\s}]+'),
-    re.compile(r"(?i)(authorization\s*[:=]\s*)[^\s,}]+(\s+[^\s,}]+)?"),
+# A JWT (JWS compact form) is base64url segments starting with the encoded '{"'; bearer credentials follow
+# the auth scheme; key=value / "key": "value" forms cover JSON, Python reprs (single quotes), query strings
+# and header dumps. Values are cut at the first quote, space, comma, brace, bracket or ampersand.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}(?:\.[A-Za-z0-9_-]*){1,3}")
+_SCHEME = re.compile(r"(?i)\b((?:bearer|dpop|basic)\s+)[A-Za-z0-9._~+/=-]+")
+_KEY_VALUE = re.compile(
+    r"""(?i)(\b(?:authorization|access_token|refresh_token|id_token|token|client_secret|password)"""
+    r"""['"]?\s*[:=]\s*b?['"]?)(?:(?:bearer|dpop|basic)\s+)?[^\s'",}\]&]+"""
 )
 
 
 def redact(text: str) -> str:
-    text = _PATTERNS[0].sub("[redacted-jwt]", text)
-    for pattern in _PATTERNS[1:]:
-        text = pattern.sub(lambda m: m.group(1) + "[redacted]", text)
-    return text
+    text = _JWT.sub("[redacted-jwt]", text)
+    text = _KEY_VALUE.sub(lambda m: m.group(1) + "[redacted]", text)
+    return _SCHEME.sub(lambda m: m.group(1) + "[redacted]", text)
 
 
 class RedactingFilter(logging.Filter):
+    """Rewrites every record so no token or JWT survives, whatever the code that logged it passed.
+
+    Security brief §2.4: Authorization headers, access tokens and JWTs are never logged. Exception text
+    is dropped (only the type is kept) because exception messages, e.g. pydantic's, quote request values.
+    """
+
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            # A bad format string would otherwise make the handler print the raw args to stderr.
+            message = f"{record.msg!s} (unformattable log arguments)"
         if record.exc_info and record.exc_info[1] is not None:
-            # Tracebacks can carry request values in exception messages; keep the type, drop the text.
             exc_type = record.exc_info[0]
-            record.exc_info = None
-            record.exc_text = None
-            record.msg = f"{record.getMessage()} [{exc_type.__name__ if exc_type else 'exception'}]"
-            record.args = None
+            message = f"{message} [{exc_type.__name__ if exc_type else 'exception'}]"
+        record.msg, record.args = redact(message), None
+        record.exc_info, record.exc_text = None, None
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 

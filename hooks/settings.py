@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     jwt_leeway_s: int = Field(default=60, ge=0, le=120)
     rate_limit_per_minute: int = Field(default=600, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = []
+    # JWKS fetched from an allow-listed jku (security brief §1.4): cache, forced-refresh cooldown and caps.
+    jwks_cache_ttl_s: float = Field(default=300.0, gt=0, le=3600)
+    jwks_refresh_cooldown_s: float = Field(default=30.0, ge=0, le=3600)
+    jwks_timeout_s: float = Field(default=2.0, gt=0, le=10)
+    jwks_max_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
 
     # --- audit ---
     data_dir: Path = Path("data")
@@ -66,6 +71,8 @@ class Settings(BaseSettings):
     fhir_deadline_s: float = Field(default=1.5, gt=0, le=30)
     fhir_request_timeout_s: float = Field(default=1.0, gt=0, le=30)
     fhir_page_cap: int = Field(default=10, ge=1, le=100)
+    # Added as _count to searches that set none: same results, fewer pages (servers default to ~20). 0 = never.
+    fhir_search_count: int = Field(default=100, ge=0, le=1000)
     fhir_max_response_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     fhir_breaker_failures: int = Field(default=3, ge=1)
     fhir_breaker_reset_s: float = Field(default=30.0, gt=0)

@@ -13,7 +13,8 @@ from datetime import datetime
 from fastapi import FastAPI
 
 from hooks.app import Runtime
-from hooks.audit import AuditStore, MemoryAuditStore
+from hooks.audit import AuditStore
+from hooks.audit.factory import build_audit_store
 from hooks.auth import CallerVerifier, NoAuth
 from hooks.data_access import FhirFetcher
 from hooks.registry import ServiceRegistry
@@ -24,11 +25,13 @@ __all__ = ["build_registry", "build_runtime", "install_middleware"]
 log = logging.getLogger("calcinosis_cds")
 
 
-def build_registry() -> ServiceRegistry:
+def build_registry(settings: Settings) -> ServiceRegistry:
     from hooks.services.calcinosis import calcinosis_assessment
 
     registry = ServiceRegistry()
-    registry.register(calcinosis_assessment())
+    registry.register(
+        calcinosis_assessment(settings.chemistry_lookback_days, settings.serology_lookback_days)
+    )
     return registry
 
 
@@ -43,14 +46,24 @@ async def build_runtime(
 ) -> Runtime:
     closers: list[Callable[[], Awaitable[None]]] = []
     if audit_store is None:
-        audit_store = MemoryAuditStore()
+        audit_store = build_audit_store(settings)
     await audit_store.open()
     closers.append(audit_store.close)
     if verifier is None:
-        verifier = NoAuth()
+        from hooks.auth.jwt_verifier import build_verifier
+
+        # JWT verification from CDS_TRUST_FILE (refuses to start without one); NoAuth only in development.
+        verifier = build_verifier(settings, audit_store, closers) if settings.auth_required else NoAuth()
+    if fetcher is None:
+        from hooks.fhir_client import HttpxFhirFetcher
+
+        # One pooled client (and one circuit breaker per FHIR base) for the whole process.
+        fhir_fetcher = HttpxFhirFetcher(settings)
+        closers.append(fhir_fetcher.aclose)
+        fetcher = fhir_fetcher
     runtime = Runtime(
         settings=settings,
-        registry=registry or build_registry(),
+        registry=registry or build_registry(settings),
         audit=audit_store,
         verifier=verifier,
         fetcher=fetcher,
@@ -62,5 +75,26 @@ async def build_runtime(
 
 
 def install_middleware(app: FastAPI, settings: Settings) -> None:
-    """CORS and rate limiting are installed here (issue: trusting CDS clients)."""
-    return None
+    """CORS for browser-based CDS clients (CDS Hooks 2.0 #cross-origin-resource-sharing).
+
+    Only the origins in ``CDS_CORS_ORIGINS`` (none by default: EHRs call server to server). Browsers send a
+    preflight for discovery, service and feedback because of the Authorization header. No credentials mode:
+    the JWT travels in a header, never in cookies. The per-issuer rate limit lives in the JWT verifier, where
+    the verified ``iss`` is known.
+    """
+    if not settings.cors_origins:
+        return
+    if "*" in settings.cors_origins and settings.environment == "production":
+        # OWASP API8: a wildcard lets any web page drive the service from a clinician's browser.
+        raise ValueError("CDS_CORS_ORIGINS='*' is refused in production; list the browser clients' origins")
+    from starlette.middleware.cors import CORSMiddleware
+
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type"],
+        expose_headers=["Retry-After"],
+        allow_credentials=False,
+        max_age=600,
+    )

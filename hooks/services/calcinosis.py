@@ -30,13 +30,18 @@ def prefetch_templates() -> dict[str, str]:
     }
 
 
-def handle(call: HookCall) -> HookOutcome:
+def calcinosis_assessment(chemistry_lookback_days: int = 90, serology_lookback_days: int = 365) -> ServiceDefinition:
+    """The service definition; look-back windows come from settings (brief §5b, rule C1)."""
+    from fhir_mappings import MappingOptions
     from hooks.engine.service import assess_hook_call
 
-    return assess_hook_call(call)
+    options = MappingOptions(
+        chemistry_lookback_days=chemistry_lookback_days, serology_lookback_days=serology_lookback_days
+    )
 
+    def handle(call: HookCall) -> HookOutcome:
+        return assess_hook_call(call, options)
 
-def calcinosis_assessment() -> ServiceDefinition:
     return ServiceDefinition(
         id=SERVICE_ID,
         hook="patient-view",

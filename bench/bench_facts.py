@@ -1,0 +1,166 @@
+"""Benchmark: prefetch bytes to PatientFacts, against the ``orjson.loads`` floor.
+
+For 100, 1,000 and 10,000 synthetic laboratory Observations (LOINC-coded, UCUM ``valueQuantity`` in US and SI
+units, ``effectiveDateTime``, ``referenceRange``, ``interpretation``) in a searchset Bundle, it times
+
+  (a) ``orjson.loads`` of the bytes (the floor), and
+  (b) bytes → ``orjson.loads`` → :func:`classify_prefetch_value` → narrow models → :func:`build_facts`,
+
+and prints a Markdown table of medians and p90s with the ratio b/a. Target: b within 5× of a at every size.
+Bounded: at most about 60 s in total. Run: ``.venv/bin/python bench/bench_facts.py``.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from fhir_mappings import build_facts, classify_prefetch_value
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+SIZES = (100, 1_000, 10_000)
+TIME_BUDGET_S = 50.0
+MIN_RUNS, MAX_RUNS = 7, 200
+
+# (LOINC, display, UCUM code, typical value, reference low, high) in the units EHRs send (brief §1, §9.6).
+ANALYTES: tuple[tuple[str, str, str, float, float, float], ...] = (
+    ("17861-6", "Calcium [Mass/volume] in Serum or Plasma", "mg/dL", 9.4, 8.5, 10.5),
+    ("2000-8", "Calcium [Moles/volume] in Serum or Plasma", "mmol/L", 2.35, 2.12, 2.62),
+    ("2777-1", "Phosphate [Mass/volume] in Serum or Plasma", "mg/dL", 3.6, 2.5, 4.5),
+    ("14879-1", "Phosphate [Moles/volume] in Serum or Plasma", "mmol/L", 1.1, 0.81, 1.45),
+    ("2160-0", "Creatinine [Mass/volume] in Serum or Plasma", "mg/dL", 1.1, 0.6, 1.2),
+    ("14682-9", "Creatinine [Moles/volume] in Serum or Plasma", "umol/L", 95.0, 53.0, 106.0),
+    ("1751-7", "Albumin [Mass/volume] in Serum or Plasma", "g/dL", 4.0, 3.5, 5.0),
+    ("1751-7", "Albumin [Mass/volume] in Serum or Plasma", "g/L", 40.0, 35.0, 50.0),
+    ("2731-8", "Parathyrin.intact [Mass/volume] in Serum or Plasma", "pg/mL", 48.0, 15.0, 65.0),
+    ("62292-8", "25-Hydroxyvitamin D2+25-Hydroxyvitamin D3 [Mass/volume] in Serum or Plasma", "ng/mL", 30.0, 20.0, 50.0),
+    ("14635-7", "Calcidiol [Moles/volume] in Serum or Plasma", "nmol/L", 75.0, 50.0, 125.0),
+    ("98979-8", "Glomerular filtration rate/1.73 sq M.predicted (CKD-EPI 2021)", "mL/min/{1.73_m2}", 70.0, 60.0, 120.0),
+    ("6768-6", "Alkaline phosphatase [Enzymatic activity/volume] in Serum or Plasma", "U/L", 90.0, 40.0, 129.0),
+    ("19123-9", "Magnesium [Mass/volume] in Serum or Plasma", "mg/dL", 2.0, 1.6, 2.6),
+    ("1963-8", "Bicarbonate [Moles/volume] in Serum or Plasma", "mmol/L", 25.0, 22.0, 29.0),
+    ("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", "%", 6.1, 4.0, 5.6),
+)
+
+
+def _observation(index: int, rng: random.Random) -> dict[str, Any]:
+    code, display, unit, typical, low, high = ANALYTES[index % len(ANALYTES)]
+    value = round(typical * rng.uniform(0.7, 1.4), 2)
+    flag = "H" if value > high else ("L" if value < low else "N")
+    moment = NOW - timedelta(days=rng.uniform(0, 720), minutes=index)
+    return {
+        "resourceType": "Observation",
+        "id": f"obs-{index}",
+        "meta": {"lastUpdated": moment.isoformat()},
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "laboratory",
+                    }
+                ]
+            }
+        ],
+        "code": {"coding": [{"system": "http://loinc.org", "code": code, "display": display}], "text": display},
+        "subject": {"reference": "Patient/bench"},
+        "effectiveDateTime": moment.isoformat(),
+        "issued": (moment + timedelta(hours=2)).isoformat(),
+        "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit},
+        "interpretation": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                        "code": flag,
+                    }
+                ]
+            }
+        ],
+        "referenceRange": [
+            {
+                "low": {"value": low, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit},
+                "high": {"value": high, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit},
+            }
+        ],
+    }
+
+
+def make_bundle(size: int, seed: int = 7) -> bytes:
+    rng = random.Random(seed)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": size,
+        "link": [{"relation": "self", "url": "https://ehr.example/fhir/Observation?patient=bench"}],
+        "entry": [
+            {
+                "fullUrl": f"https://ehr.example/fhir/Observation/obs-{i}",
+                "resource": _observation(i, rng),
+                "search": {"mode": "match"},
+            }
+            for i in range(size)
+        ],
+    }
+    return orjson.dumps(bundle)
+
+
+PATIENT = {"resourceType": "Patient", "id": "bench", "birthDate": "1960-05-01", "gender": "female"}
+
+
+def pipeline(payload: bytes) -> object:
+    prefetch = classify_prefetch_value(orjson.loads(payload))
+    return build_facts(patient=PATIENT, observations=prefetch.resources, conditions=(), medications=(), now=NOW)
+
+
+def _time(function: Callable[[bytes], object], payload: bytes, budget_s: float) -> list[float]:
+    samples: list[float] = []
+    started = time.perf_counter()
+    while len(samples) < MAX_RUNS and (len(samples) < MIN_RUNS or time.perf_counter() - started < budget_s):
+        t0 = time.perf_counter()
+        function(payload)
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def _p90(samples: list[float]) -> float:
+    return statistics.quantiles(samples, n=10)[-1] if len(samples) >= 2 else samples[0]
+
+
+def main() -> int:
+    rows = []
+    share = TIME_BUDGET_S / (2 * len(SIZES))
+    pipeline(make_bundle(50))  # warm caches (terminology tables, validators) outside the measurement
+    for size in SIZES:
+        payload = make_bundle(size)
+        floor = _time(orjson.loads, payload, share)
+        full = _time(pipeline, payload, share)
+        rows.append((size, len(payload), floor, full))
+    print(f"PatientFacts from prefetch, {datetime.now(UTC):%Y-%m-%d}, Python {sys.version.split()[0]}")
+    print()
+    print("| Observations | bundle size | runs | orjson.loads median (p90) | full pipeline median (p90) | ratio b/a |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    worst = 0.0
+    for size, nbytes, floor, full in rows:
+        ratio = statistics.median(full) / statistics.median(floor)
+        worst = max(worst, ratio)
+        print(
+            f"| {size:,} | {nbytes / 1e6:.2f} MB | {len(full)} | "
+            f"{statistics.median(floor) * 1e3:.2f} ms ({_p90(floor) * 1e3:.2f}) | "
+            f"{statistics.median(full) * 1e3:.2f} ms ({_p90(full) * 1e3:.2f}) | {ratio:.1f}× |"
+        )
+    print()
+    print(f"worst ratio {worst:.1f}× (target ≤ 5×)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

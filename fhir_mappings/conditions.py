@@ -1,0 +1,253 @@
+"""Conditions, skin findings and the CKD stage.
+
+Implements the clinical brief §2a–§2d (ICD-10-CM, SNOMED CT and body-site codes), §2c and §9.5 (calcinosis
+and calciphylaxis detection: L94.2 in both ICD systems, SNOMED 237900002/717043006, ORPHA 280062/280065,
+17141001 on input; E83.59 / WHO E83.5 count as calciphylaxis ONLY together with an ulcer or necrosis skin
+code), §9.8 (FR Core: when the code is R69 or absent, text matching on ``code.text`` and ``note``), rule C5
+(refuted/entered-in-error and negated text ignored) and §4d/§9.5 (KDIGO G category from eGFR or coded CKD,
+whichever is more severe; N18.5 + Z99.2 is ESRD on dialysis in French data).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Final
+
+from fhir_mappings._common import (
+    codings,
+    first_code,
+    match_codings,
+    notes_text,
+    parse_datetime,
+    period_start,
+    provenance_for,
+)
+from fhir_mappings.derived import G_ORDER, GCategory, kdigo_g_category
+from fhir_mappings.facts import CkdStage, ConditionFact, DerivedValue, Finding, LabValue, Provenance, SkinFindings
+from fhir_mappings.models import CodeableConcept, Condition, Observation
+from fhir_mappings.terminology import ICD10, ICD10_CM, find_bodysite_names, fold_text, lookup
+from fhir_mappings.text import TextFinding, find_text_findings
+
+__all__ = [
+    "FindingsCollector",
+    "add_calciphylaxis_proxies",
+    "body_sites_of",
+    "ckd_stage",
+    "read_condition",
+    "read_finding_observation",
+]
+
+FINDING_OF_CONCEPT: Final[dict[str, str]] = {
+    "calcinosis_cutis": "calcinosis",
+    "calciphylaxis": "calciphylaxis",
+    "skin_ulcer": "ulcer",
+    "necrosis": "necrosis",
+    "purpura": "purpura_livedo",
+    "livedo": "purpura_livedo",
+    "pain_of_skin": "pain",
+    "skin_nodule": "nodule",
+}
+# Calciphylaxis has no ICD code of its own: E83.59 (ICD-10-CM) or E83.5 (WHO/CIM-10) with a skin ulcer or
+# necrosis code (brief §2c, §5c R39, §9.5).
+_CALCIPHYLAXIS_PROXY: Final = frozenset({(ICD10_CM, "E83.59"), (ICD10, "E83.5")})
+_CALCIPHYLAXIS_SKIN: Final = frozenset({"skin_ulcer", "necrosis"})
+_STAGE_OF_CONCEPT: Final[dict[str, GCategory]] = {
+    # Stage 3 without a/b is read as the less severe G3a; more severe evidence (eGFR) still wins.
+    "ckd_3": "G3a",
+    "ckd_3a": "G3a",
+    "ckd_3b": "G3b",
+    "ckd_4": "G4",
+    "ckd_5": "G5",
+    "esrd": "G5",
+    "dialysis": "G5",
+}
+_ACTIVE_CLINICAL: Final = frozenset({"active", "recurrence", "relapse"})
+_NOT_CONFIRMED: Final = frozenset({"refuted", "entered-in-error"})
+
+
+class FindingsCollector:
+    """Gathers skin findings; one finding per (kind, resource) so a coded and a text match do not double."""
+
+    def __init__(self) -> None:
+        self._findings: dict[str, dict[str, Finding]] = {}
+
+    def add(self, kind: str, finding: Finding) -> None:
+        key = finding.provenance.reference or f"{finding.provenance.resource_type}#{id(finding)}"
+        self._findings.setdefault(kind, {}).setdefault(key, finding)
+
+    def add_text(
+        self,
+        found: Iterable[TextFinding],
+        provenance: Provenance,
+        effective: datetime | None,
+        sites: tuple[str, ...],
+    ) -> None:
+        for text_finding in found:
+            merged = tuple(dict.fromkeys((*sites, *text_finding.body_sites)))
+            self.add(text_finding.kind, Finding(text_finding.kind, provenance, text_finding.clause, effective, merged))
+
+    def has(self, kind: str) -> bool:
+        return bool(self._findings.get(kind))
+
+    def build(self) -> SkinFindings:
+        def of(kind: str) -> tuple[Finding, ...]:
+            return tuple(self._findings.get(kind, {}).values())
+
+        return SkinFindings(
+            calcinosis=of("calcinosis"),
+            pain=of("pain"),
+            ulcer=of("ulcer"),
+            necrosis=of("necrosis"),
+            purpura_livedo=of("purpura_livedo"),
+            nodule=of("nodule"),
+            calciphylaxis=of("calciphylaxis"),
+            biopsy_calciphylaxis=of("biopsy_calciphylaxis"),
+            infection=of("infection"),
+            joint_destruction=of("joint_destruction"),
+            local_injury=of("local_injury"),
+        )
+
+
+def body_sites_of(concepts: Iterable[CodeableConcept | None], locales: tuple[str, ...]) -> tuple[str, ...]:
+    """Body-site concept ids from SNOMED skin-structure codes (brief §2d), else from the site's text."""
+    sites: dict[str, None] = {}
+    for concept in concepts:
+        if not concept:
+            continue
+        items = codings(concept)
+        for _coding, match in match_codings(items):
+            if match.kind == "bodysite":
+                sites.setdefault(match.concept_id, None)
+        for text in (concept.get("text"), *(c.get("display") for c in items)):
+            if text:
+                for site in find_bodysite_names(fold_text(text), locales):
+                    sites.setdefault(site, None)
+    return tuple(sites)
+
+
+def _is_active(clinical: str | None, verification: str | None) -> bool:
+    return verification not in _NOT_CONFIRMED and (clinical is None or clinical in _ACTIVE_CLINICAL)
+
+
+def read_condition(condition: Condition, collector: FindingsCollector, locales: tuple[str, ...]) -> list[ConditionFact]:
+    """ConditionFacts for every distinct concept the Condition is coded with; skin findings go to ``collector``."""
+    clinical = first_code(condition.get("clinicalStatus"))
+    verification = first_code(condition.get("verificationStatus"))
+    onset = parse_datetime(condition.get("onsetDateTime")) or period_start(condition.get("onsetPeriod"))
+    recorded = parse_datetime(condition.get("recordedDate"))
+    sites = body_sites_of(condition.get("bodySite", []), locales)
+    code = condition.get("code") or CodeableConcept()
+    code_text = code.get("text")
+    resource_id = condition.get("id")
+    facts: dict[str, ConditionFact] = {}
+    for coding, match in match_codings(codings(code)):
+        if match.kind != "condition" or match.concept_id in facts:
+            continue
+        facts[match.concept_id] = ConditionFact(
+            concept=match.concept_id,
+            provenance=provenance_for("Condition", resource_id, coding, match, code_text),
+            clinical_status=clinical,
+            verification_status=verification,
+            onset=onset,
+            recorded=recorded,
+            body_sites=sites,
+            text=code_text,
+        )
+    if not _is_active(clinical, verification):
+        return list(facts.values())
+    when = onset or recorded
+    for fact in facts.values():
+        kind = FINDING_OF_CONCEPT.get(fact.concept)
+        if kind is not None:
+            collector.add(kind, Finding(kind, fact.provenance, None, when, sites))
+    # FR Core sends R69 (or no code) with free text when CIM-10 has no code (§9.8); notes are always read.
+    texts = [notes_text(condition.get("note", []))]
+    if not facts and code_text:
+        texts.insert(0, code_text)
+    lesion = any(fact.concept in FINDING_OF_CONCEPT for fact in facts.values())
+    provenance = Provenance("Condition", resource_id, display=code_text)
+    for text in texts:
+        collector.add_text(find_text_findings(text, lesion_context=lesion), provenance, when, sites)
+    return list(facts.values())
+
+
+def add_calciphylaxis_proxies(conditions: Iterable[ConditionFact], collector: FindingsCollector) -> None:
+    """E83.59 / WHO E83.5 become calciphylaxis evidence only beside an active ulcer or necrosis code."""
+    active = [c for c in conditions if c.is_active]
+    if not any(c.concept in _CALCIPHYLAXIS_SKIN for c in active):
+        return
+    for fact in active:
+        if (fact.provenance.system, fact.provenance.code) in _CALCIPHYLAXIS_PROXY:
+            collector.add("calciphylaxis", Finding("calciphylaxis", fact.provenance, None, fact.onset, fact.body_sites))
+
+
+def read_finding_observation(obs: Observation, collector: FindingsCollector, locales: tuple[str, ...]) -> None:
+    """A non-laboratory Observation: coded skin findings (code or coded value) and its free text."""
+    if obs.get("status") in {"entered-in-error", "cancelled"}:
+        return
+    effective = parse_datetime(obs.get("effectiveDateTime") or obs.get("effectiveInstant")) or period_start(
+        obs.get("effectivePeriod")
+    )
+    sites = body_sites_of([obs.get("bodySite")], locales)
+    resource_id = obs.get("id")
+    code = obs.get("code")
+    lesion = False
+    for concept in (code, obs.get("valueCodeableConcept")):
+        for coding, match in match_codings(codings(concept)):
+            kind = FINDING_OF_CONCEPT.get(match.concept_id)
+            if kind is not None:
+                lesion = True
+                collector.add(
+                    kind,
+                    Finding(kind, provenance_for("Observation", resource_id, coding, match), None, effective, sites),
+                )
+    code_text = code.get("text") if code else None
+    text = "\n".join(t for t in (code_text, obs.get("valueString"), notes_text(obs.get("note", []))) if t)
+    if text:
+        provenance = Provenance("Observation", resource_id, display=code_text)
+        collector.add_text(find_text_findings(text, lesion_context=lesion), provenance, effective, sites)
+
+
+def _ref(provenance: Provenance) -> str:
+    return provenance.reference or f"{provenance.resource_type} (no id)"
+
+
+def _condition_stage(conditions: Iterable[ConditionFact]) -> tuple[GCategory | None, list[str], bool, bool]:
+    stage: GCategory | None = None
+    evidence: list[str] = []
+    dialysis = transplant = False
+    for fact in conditions:
+        if not fact.is_active:
+            continue
+        on_dialysis = fact.concept == "dialysis" or (
+            (match := lookup(fact.provenance.system, fact.provenance.code)) is not None and "dialysis" in match.groups
+        )
+        dialysis = dialysis or on_dialysis
+        transplant = transplant or fact.concept == "kidney_transplant"
+        fact_stage = "G5" if on_dialysis else _STAGE_OF_CONCEPT.get(fact.concept)
+        if fact_stage is not None or fact.concept in {"ckd", "kidney_transplant"}:
+            evidence.append(f"{_ref(fact.provenance)} {fact.provenance.code} ({fact.concept})")
+        if fact_stage is not None and (stage is None or G_ORDER.index(fact_stage) > G_ORDER.index(stage)):
+            stage = fact_stage
+    return stage, evidence, dialysis, transplant
+
+
+def ckd_stage(
+    conditions: Iterable[ConditionFact], reported: LabValue | None, computed: DerivedValue | None
+) -> CkdStage | None:
+    """KDIGO G category from the current eGFR (reported preferred) or coded CKD, whichever is more severe."""
+    coded, evidence, dialysis, transplant = _condition_stage(conditions)
+    egfr_stage: GCategory | None = None
+    egfr_source = ""
+    if reported is not None and reported.value is not None and reported.comparator is None:
+        egfr_stage, egfr_source = kdigo_g_category(reported.value), "egfr"
+        evidence.insert(0, f"{_ref(reported.provenance)} eGFR {reported.value:g} {reported.unit}")
+    elif computed is not None:
+        egfr_stage, egfr_source = kdigo_g_category(computed.value), "computed-egfr"
+        evidence.insert(0, f"eGFR {computed.value:.0f} {computed.unit} ({computed.method})")
+    if egfr_stage is None and coded is None and not dialysis and not transplant and not evidence:
+        return None
+    if egfr_stage is not None and (coded is None or G_ORDER.index(egfr_stage) >= G_ORDER.index(coded)):
+        return CkdStage(egfr_stage, dialysis, transplant, egfr_source, tuple(evidence))
+    return CkdStage(coded, dialysis, transplant, "condition" if coded else "none", tuple(evidence))

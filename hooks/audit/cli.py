@@ -1,0 +1,314 @@
+"""``calcinosis-cds audit ...``: the auditor's tools (security brief §3.4 verification, §3.5 queries).
+
+    audit verify [--expect-head SEQ:HASH] [--file ARCHIVE.jsonl]
+    audit show --patient Patient/123 [--since 2026-01-01] [--until 2026-12-31]
+    audit export --format auditevent|guidanceresponse|jsonl [--since --until --patient] [--output FILE]
+    audit stats [--since --until]
+    audit migrate
+
+The store comes from ``--dsn`` or ``CDS_AUDIT_DSN``; the chain key only from ``CDS_AUDIT_KEY`` (never a
+command-line argument, which would land in shell history and ``ps``). ``show``, ``export`` and ``stats``
+first append an audit-access row (BALP: "Accessing the audit log is an auditable event").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+from pydantic import ValidationError
+
+from hooks.audit.chain import ROW_COLUMNS, ChainVerdict, canonical_json, verify_rows
+from hooks.audit.codec import utc_iso
+from hooks.audit.export import audit_event, card_kind, card_stats, guidance_response
+from hooks.audit.factory import audit_key, open_audit_log
+from hooks.audit.sql import AuditLog, StoredRow
+from hooks.audit.store import AuditError
+
+__all__ = ["add_audit_commands", "row_to_jsonl"]
+
+EXIT_OK, EXIT_BROKEN, EXIT_ERROR = 0, 1, 2
+
+
+class _CliError(Exception):
+    pass
+
+
+def _start(value: str) -> datetime:
+    return _moment(value, end=False)
+
+
+def _end(value: str) -> datetime:
+    return _moment(value, end=True)
+
+
+def _moment(value: str, *, end: bool) -> datetime:
+    """A bare date means the whole day: ``--until 2026-12-31`` includes the 31st."""
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            return start + timedelta(days=1) if end else start
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date or date-time: {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _context(args: argparse.Namespace) -> tuple[AuditLog, str]:
+    from hooks.settings import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        raise _CliError("; ".join(str(item["msg"]) for item in error.errors())) from None
+    dsn = args.dsn or settings.audit_dsn or ""
+    if dsn.startswith("sqlite:"):
+        from hooks.audit.sqlite_store import sqlite_path
+
+        # Reading must not create an empty database where the real one was expected.
+        if args.audit_command != "migrate" and not sqlite_path(dsn).exists():
+            raise _CliError(f"no audit database at {sqlite_path(dsn)}")
+    log = open_audit_log(dsn, audit_key(settings))
+    log.open()
+    return log, settings.public_base_url
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    filters: dict[str, Any] = {}
+    for name in ("patient", "format", "output"):
+        if getattr(args, name, None):
+            filters[name] = str(getattr(args, name))
+    for name in ("since", "until"):
+        if getattr(args, name, None):
+            filters[name] = utc_iso(getattr(args, name))
+    return filters
+
+
+# --------------------------------------------------------------------------- verify
+
+
+def _read_archive(path: Path) -> Iterator[StoredRow]:
+    with path.open("rb") as handle:
+        for line in handle:
+            if line.strip():
+                row: StoredRow = orjson.loads(line)
+                row["document"] = canonical_json(row["document"]).decode()
+                yield row
+
+
+def _expected_head(args: argparse.Namespace) -> tuple[int, str] | None:
+    if not args.expect_head:
+        return None
+    seq_text, _, hash_text = args.expect_head.partition(":")
+    if not seq_text.isdigit() or len(hash_text) != 64:
+        raise _CliError("--expect-head takes SEQ:HASH as printed by a previous verify")
+    return int(seq_text), hash_text.lower()
+
+
+def _report(verdict: ChainVerdict, expect: tuple[int, str] | None, hash_at: Callable[[int], str | None],
+            out: IO[str]) -> int:
+    print(verdict.describe(), file=out)
+    if not verdict.ok:
+        return EXIT_BROKEN
+    if expect is not None:
+        stored = hash_at(expect[0])
+        if stored != expect[1]:
+            why = "is missing (records removed)" if stored is None else f"has hash {stored}"
+            print(f"chain BROKEN against the recorded head: seq {expect[0]} {why}, expected {expect[1]}", file=out)
+            return EXIT_BROKEN
+        print(f"recorded head seq {expect[0]} matches", file=out)
+    return EXIT_OK
+
+
+def _verify_archive(args: argparse.Namespace, out: IO[str]) -> int:
+    from hooks.settings import Settings
+
+    expect = _expected_head(args)
+    rows = list(_read_archive(Path(args.file)))
+    if not rows:
+        raise _CliError(f"{args.file} holds no records")
+    first_seq, first_link = int(rows[0]["seq"]), bytes.fromhex(rows[0]["prev_hash"])
+    verdict = verify_rows(audit_key(Settings()), rows, start_seq=first_seq, start_hash=first_link)
+    hashes = {int(row["seq"]): str(row["hash"]) for row in rows}
+    return _report(verdict, expect, hashes.get, out)
+
+
+def _verify(args: argparse.Namespace, log: AuditLog, base_url: str, out: IO[str]) -> int:
+    expect = _expected_head(args)
+    return _report(log.verify(), expect, log.hash_at, out)
+
+
+# --------------------------------------------------------------------------- show
+
+
+def _show(args: argparse.Namespace, log: AuditLog, base_url: str, out: IO[str]) -> int:
+    log.append_access("show", _filters(args))
+    feedback: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in log.rows(kinds=["feedback"], since=args.since, patient=args.patient):
+        feedback[row["hook_instance"]].append(orjson.loads(row["document"]))
+    shown = 0
+    for row in log.rows(kinds=["call"], since=args.since, until=args.until, patient=args.patient):
+        shown += 1
+        document = orjson.loads(row["document"])
+        caller = "/".join(str(part) for part in (row["iss"], row["tenant"]) if part) or "anonymous"
+        print(
+            f"{row['occurred_at']}  {row['service_id']}  {row['hook'] or '-'}  HTTP {row['http_status']}  "
+            f"{row['patient_ref'] or '-'}  user {document.get('user_ref') or '-'}  caller {caller}",
+            file=out,
+        )
+        print(f"    hookInstance {row['hook_instance'] or '-'}  record {row['record_id']}  seq {row['seq']}", file=out)
+        if document.get("reason_class"):
+            print(f"    failure: {document['reason_class']}", file=out)
+        for card in document.get("cards", ()):
+            print(f"    card [{card.get('indicator')}] {card.get('summary')}  (kind {card_kind(card)}, "
+                  f"uuid {card.get('uuid')})", file=out)
+        if row["http_status"] == 200:
+            rules = ", ".join(document.get("rules_fired", ())) or "none"
+            print(f"    rules fired: {rules}  (rule set {document.get('ruleset_version')}, "
+                  f"hash {str(document.get('ruleset_hash'))[:12]}, code {document.get('code_version')})", file=out)
+        for item in feedback.get(row["hook_instance"], ()) if row["hook_instance"] else ():
+            reason = item.get("override_reason_display") or item.get("override_reason_code") or ""
+            print(f"    feedback {item['received_at']}: {item['outcome']} card {item['card_uuid']}"
+                  f"{' (' + reason + ')' if reason else ''}", file=out)
+    print(f"{shown} hook call(s)", file=out)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- export
+
+
+def row_to_jsonl(row: StoredRow, prev_hash: str) -> bytes:
+    """One raw record: every column, the parsed document, and both chain links (re-verifiable offline)."""
+    line = {column: row[column] for column in ROW_COLUMNS}
+    line["document"] = orjson.loads(row["document"])
+    line["hash"], line["prev_hash"] = row["hash"], prev_hash
+    return orjson.dumps(line) + b"\n"
+
+
+def _export_lines(args: argparse.Namespace, log: AuditLog, base_url: str) -> Iterator[bytes]:
+    kinds: Any = ["call"] if args.format == "guidanceresponse" else None
+    previous: str | None = None
+    for row in log.rows(kinds=kinds, since=args.since, until=args.until, patient=args.patient):
+        if args.format == "jsonl":
+            # Filtered exports skip rows, so the link before each row is looked up rather than carried.
+            link = previous if previous is not None else log.hash_at(int(row["seq"]) - 1)
+            yield row_to_jsonl(row, link or "00" * 32)
+            previous = row["hash"] if not (args.since or args.until or args.patient) else None
+            continue
+        resource = audit_event(row, base_url) if args.format == "auditevent" else guidance_response(row, base_url)
+        if resource is not None:
+            yield orjson.dumps(resource) + b"\n"
+
+
+def _export(args: argparse.Namespace, log: AuditLog, base_url: str, out: IO[str]) -> int:
+    log.append_access("export", _filters(args))
+    count = 0
+    if args.output:
+        target = Path(args.output)
+        partial = target.with_name(target.name + ".partial")
+        # Owner-only: the export carries PHI; renamed into place only once complete.
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            for line in _export_lines(args, log, base_url):
+                handle.write(line)
+                count += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+        partial.replace(target)
+    else:
+        for line in _export_lines(args, log, base_url):
+            out.write(line.decode())
+            count += 1
+    head_seq, head_hash = log.head()
+    print(f"exported {count} {args.format} record(s); chain head seq {head_seq} hash {head_hash}", file=sys.stderr)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- stats
+
+
+def _stats(args: argparse.Namespace, log: AuditLog, base_url: str, out: IO[str]) -> int:
+    log.append_access("stats", _filters(args))
+    statuses: Counter[int] = Counter()
+
+    def calls() -> Iterator[StoredRow]:
+        for row in log.rows(kinds=["call"], since=args.since, until=args.until):
+            statuses[int(row["http_status"])] += 1
+            yield row
+
+    by_rule, by_kind = card_stats(calls(), log.rows(kinds=["feedback"], since=args.since))
+    total = sum(statuses.values())
+    print(f"hook calls: {total} ({', '.join(f'HTTP {code}: {n}' for code, n in sorted(statuses.items())) or 'none'})",
+          file=out)
+    print("\n".join(["", *by_rule.table("rule id"), "", *by_kind.table("card kind")]), file=out)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+Handler = Callable[[argparse.Namespace, AuditLog, str, IO[str]], int]
+
+
+def _run(handler: Handler) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        log: AuditLog | None = None
+        try:
+            if getattr(args, "file", None):
+                return _verify_archive(args, sys.stdout)
+            log, base_url = _context(args)
+            return handler(args, log, base_url, sys.stdout)
+        except (_CliError, AuditError, OSError) as error:
+            print(f"audit: {error}", file=sys.stderr)
+            return EXIT_ERROR
+        finally:
+            if log is not None:
+                log.close()
+
+    return run
+
+
+def _migrate(args: argparse.Namespace, log: AuditLog, base_url: str, out: IO[str]) -> int:
+    print(f"audit schema at version {log.schema_version()}", file=out)
+    return EXIT_OK
+
+
+def add_audit_commands(commands: Any) -> None:
+    """Register ``audit`` and its sub-commands on ``calcinosis-cds``'s sub-parser object."""
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument("--dsn", help="audit store DSN (default: CDS_AUDIT_DSN, else sqlite:///data/audit.sqlite3)")
+    period = argparse.ArgumentParser(add_help=False)
+    period.add_argument("--since", type=_start, help="from this date or date-time (UTC unless an offset is given)")
+    period.add_argument("--until", type=_end, help="up to and including this date (a date-time is exclusive)")
+
+    audit = commands.add_parser("audit", help="verify, read and export the audit trail")
+    verbs = audit.add_subparsers(dest="audit_command", required=True)
+
+    verify = verbs.add_parser("verify", parents=[store], help="walk the hash chain; exit 1 at the first broken link")
+    verify.add_argument("--expect-head", metavar="SEQ:HASH", help="a head recorded earlier (archive, checkpoint)")
+    verify.add_argument("--file", help="verify an archive written by 'export --format jsonl' instead of the store")
+    verify.set_defaults(func=_run(_verify))
+
+    show = verbs.add_parser("show", parents=[store, period], help="hook calls, cards, rules and feedback, readable")
+    show.add_argument("--patient", help="e.g. Patient/123")
+    show.set_defaults(func=_run(_show))
+
+    export = verbs.add_parser("export", parents=[store, period], help="NDJSON: FHIR AuditEvent, GuidanceResponse, raw")
+    export.add_argument("--format", choices=["auditevent", "guidanceresponse", "jsonl"], default="auditevent")
+    export.add_argument("--patient", help="e.g. Patient/123")
+    export.add_argument("--output", help="write here (mode 0600) instead of standard output")
+    export.set_defaults(func=_run(_export))
+
+    stats = verbs.add_parser("stats", parents=[store, period], help="cards shown/accepted/overridden per rule and kind")
+    stats.set_defaults(func=_run(_stats))
+
+    migrate = verbs.add_parser("migrate", parents=[store], help="create or upgrade the schema (run as the owner role)")
+    migrate.set_defaults(func=_run(_migrate))

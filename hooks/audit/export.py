@@ -1,0 +1,372 @@
+"""Audit rows as FHIR R4 resources and as auditor summaries (security brief §3.2, §3.5).
+
+* ``audit_event``: one AuditEvent per row, following the IHE BALP patterns [S11]: ``type``
+  audit-event-type#rest with subtype restful-interaction#operation and action E for a hook call (a POST that
+  executes a service), agents client (DCM#110153), server (DCM#110152) and user (IRCP, requestor), the
+  patient as an entity with type=1/role=1, the hookInstance as the BALP transaction entity, each FHIR
+  search as a query entity (base64 parameters, never results), the JWT ``jti`` as agent.policy (BALP
+  OAuth pattern). Outcome 0/4/8 by HTTP status 2xx-3xx/4xx/5xx. Feedback rows are "create" events; reads
+  of the audit log itself are DCM#110101 "Audit Log Used".
+* ``guidance_response``: the CDS-on-FHIR decision record [S13] for hook calls: hookInstance →
+  requestIdentifier, service URL → moduleUri, patient → subject, time → occurrenceDateTime; cards become
+  a contained RequestGroup (R4's RequestOrchestration) referenced from ``result``; rules fired, rule-set
+  version and hash, code version and input digest go in contained Parameters (``outputParameters``);
+  a failure reason goes in a contained OperationOutcome (``evaluationMessage``).
+* ``card_stats``: cards shown, accepted and overridden per rule id and per card kind (§3.5 "override rate").
+"""
+
+from __future__ import annotations
+
+import base64
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from hooks.audit.sql import StoredRow
+
+__all__ = ["CardStats", "audit_event", "card_kind", "card_rules", "card_stats", "guidance_response"]
+
+_EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
+_INTERACTION = "http://hl7.org/fhir/restful-interaction"
+_DCM = "http://dicom.nema.org/resources/ontology/DCM"
+_PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+_ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+_OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+_SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
+_BALP_ENTITY = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType"
+_EXTENSION = "calcinosis-cds"
+_UNATTRIBUTED = "(unattributed)"
+
+
+def _document(row: StoredRow) -> dict[str, Any]:
+    document: dict[str, Any] = orjson.loads(row["document"])
+    return document
+
+
+def _outcome(status: int | None) -> str:
+    if status is None or status < 400:
+        return "0"
+    return "4" if status < 500 else "8"
+
+
+def _coding(system: str, code: str, display: str) -> dict[str, str]:
+    return {"system": system, "code": code, "display": display}
+
+
+def _source(server_url: str) -> dict[str, Any]:
+    return {
+        "observer": {"display": "calcinosis-cds", "identifier": {"system": "urn:ietf:rfc:3986", "value": server_url}},
+        "type": [_coding(_SOURCE_TYPE, "4", "Application Server")],
+    }
+
+
+def _agents(document: Mapping[str, Any], server_url: str) -> list[dict[str, Any]]:
+    client: dict[str, Any] = {
+        "type": {"coding": [_coding(_DCM, "110153", "Source Role ID")]},
+        "requestor": False,
+    }
+    if document.get("iss"):
+        client["who"] = {"identifier": {"system": "urn:ietf:rfc:3986", "value": document["iss"]}}
+        if document.get("tenant"):
+            client["who"]["display"] = f"tenant {document['tenant']}"
+    else:
+        client["who"] = {"display": "unauthenticated client (development mode)"}
+    if document.get("jti"):
+        client["policy"] = [f"urn:ietf:params:oauth:jti:{document['jti']}"]
+    server = {
+        "type": {"coding": [_coding(_DCM, "110152", "Destination Role ID")]},
+        "who": {"identifier": {"system": "urn:ietf:rfc:3986", "value": server_url}},
+        "requestor": False,
+    }
+    agents = [client, server]
+    if document.get("user_ref"):
+        agents.append({
+            "type": {"coding": [_coding(_PARTICIPATION, "IRCP", "information recipient")]},
+            "who": {"reference": document["user_ref"]},
+            "requestor": True,
+        })
+    return agents
+
+
+def _patient_entity(reference: str) -> dict[str, Any]:
+    return {
+        "what": {"reference": reference},
+        "type": _coding(_ENTITY_TYPE, "1", "Person"),
+        "role": _coding(_OBJECT_ROLE, "1", "Patient"),
+    }
+
+
+def _transaction_entity(hook_instance: str) -> dict[str, Any]:
+    return {
+        "what": {"identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{hook_instance}"}},
+        "type": _coding(_BALP_ENTITY, "XrequestId", "X-Request-Id"),
+        "description": "CDS Hooks hookInstance",
+    }
+
+
+def _detail(kind: str, value: object) -> dict[str, str]:
+    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    return {"type": kind, "valueString": text}
+
+
+def _call_event(row: StoredRow, document: dict[str, Any], base_url: str) -> dict[str, Any]:
+    server_url = f"{base_url}/cds-services/{row['service_id']}"
+    entities: list[dict[str, Any]] = []
+    if row["patient_ref"]:
+        entities.append(_patient_entity(row["patient_ref"]))
+    if row["hook_instance"]:
+        entities.append(_transaction_entity(row["hook_instance"]))
+    if document.get("encounter_ref"):
+        entities.append(
+            {"what": {"reference": document["encounter_ref"]}, "type": _coding(_ENTITY_TYPE, "2", "System Object")}
+        )
+    for query in document.get("queries", ()):
+        entities.append({
+            "type": _coding(_ENTITY_TYPE, "2", "System Object"),
+            "role": _coding(_OBJECT_ROLE, "24", "Query"),
+            "query": base64.b64encode(str(query["query"]).encode()).decode(),
+            "detail": [_detail("outcome", f"{query['outcome']} status={query['status']} count={query['count']}")],
+        })
+    decision = [
+        _detail("hook", row["hook"] or ""),
+        _detail("rulesFired", document.get("rules_fired", [])),
+        _detail("rulesetVersion", document.get("ruleset_version") or ""),
+        _detail("rulesetHash", document.get("ruleset_hash") or ""),
+        _detail("codeVersion", document.get("code_version") or ""),
+        _detail("inputDigest", document.get("input_digest") or ""),
+        _detail("prefetch", document.get("prefetch", [])),
+    ]
+    entities.append({
+        "what": {"identifier": {"value": row["record_id"]}},
+        "type": _coding(_ENTITY_TYPE, "2", "System Object"),
+        "name": "CDS Hooks response",
+        "detail": decision,
+    })
+    for card in document.get("cards", ()):
+        entities.append({
+            "what": {"identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{card.get('uuid')}"}},
+            "type": _coding(_ENTITY_TYPE, "2", "System Object"),
+            "name": "CDS Hooks card",
+            "description": str(card.get("summary", "")),
+            "detail": [_detail("indicator", str(card.get("indicator", ""))), _detail("kind", card_kind(card))],
+        })
+    event: dict[str, Any] = {
+        "type": _coding(_EVENT_TYPE, "rest", "Restful Operation"),
+        "subtype": [_coding(_INTERACTION, "operation", "operation")],
+        "action": "E",
+        "period": {"start": document["received_at"]},
+        "recorded": document.get("responded_at") or document["received_at"],
+        "outcome": _outcome(row["http_status"]),
+        "agent": _agents(document, server_url),
+        "source": _source(server_url),
+        "entity": entities,
+    }
+    if document.get("responded_at"):
+        event["period"]["end"] = document["responded_at"]
+    if document.get("reason_class"):
+        event["outcomeDesc"] = f"HTTP {row['http_status']}: {document['reason_class']}"
+    return event
+
+
+def _feedback_event(row: StoredRow, document: dict[str, Any], base_url: str) -> dict[str, Any]:
+    server_url = f"{base_url}/cds-services/{row['service_id']}/feedback"
+    entities = []
+    if row["patient_ref"]:
+        entities.append(_patient_entity(row["patient_ref"]))
+    if row["hook_instance"]:
+        entities.append(_transaction_entity(row["hook_instance"]))
+    entities.append({
+        "what": {"identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{row['card_uuid']}"}},
+        "type": _coding(_ENTITY_TYPE, "2", "System Object"),
+        "name": "CDS Hooks card feedback",
+        "detail": [
+            _detail("outcome", document["outcome"]),
+            _detail("outcomeTimestamp", document["outcome_timestamp"]),
+            _detail("acceptedSuggestions", document.get("accepted_suggestions", [])),
+            _detail("overrideReason", [document.get("override_reason_system"), document.get("override_reason_code")]),
+            _detail("link", document.get("link", "")),
+        ],
+    })
+    return {
+        "type": _coding(_EVENT_TYPE, "rest", "Restful Operation"),
+        "subtype": [_coding(_INTERACTION, "create", "create")],
+        "action": "C",
+        "recorded": document["received_at"],
+        "outcome": "0",
+        "agent": _agents(document, server_url),
+        "source": _source(server_url),
+        "entity": entities,
+    }
+
+
+def _access_event(row: StoredRow, document: dict[str, Any], base_url: str) -> dict[str, Any]:
+    user = f"{document.get('os_user')}@{document.get('host')}"
+    entities: list[dict[str, Any]] = [{
+        "what": {"display": "calcinosis-cds audit log"},
+        "type": _coding(_ENTITY_TYPE, "2", "System Object"),
+        "role": _coding(_OBJECT_ROLE, "24", "Query"),
+        "query": base64.b64encode(orjson.dumps(document.get("filters", {}), option=orjson.OPT_SORT_KEYS)).decode(),
+        "detail": [_detail("action", document.get("action", "")), _detail("records", document.get("records", 0))],
+    }]
+    if row["patient_ref"]:
+        entities.insert(0, _patient_entity(row["patient_ref"]))
+    return {
+        "type": _coding(_DCM, "110101", "Audit Log Used"),
+        "action": "R" if document.get("action") != "export" else "E",
+        "recorded": document["at"],
+        "outcome": "0",
+        "agent": [{
+            "type": {"coding": [_coding(_DCM, "110153", "Source Role ID")]},
+            "who": {"display": user},
+            "requestor": True,
+        }],
+        "source": _source(f"{base_url}/audit-cli"),
+        "entity": entities,
+    }
+
+
+def audit_event(row: StoredRow, base_url: str) -> dict[str, Any]:
+    """FHIR R4 AuditEvent (JSON) for one stored row."""
+    document = _document(row)
+    builders = {"call": _call_event, "feedback": _feedback_event, "access": _access_event}
+    event = builders[row["kind"]](row, document, base_url)
+    return {"resourceType": "AuditEvent", "id": row["record_id"], **event}
+
+
+def guidance_response(row: StoredRow, base_url: str) -> dict[str, Any] | None:
+    """FHIR R4 GuidanceResponse (JSON) for a hook-call row; None for feedback and access rows."""
+    if row["kind"] != "call":
+        return None
+    document = _document(row)
+    status = row["http_status"]
+    resource: dict[str, Any] = {
+        "resourceType": "GuidanceResponse",
+        "id": row["record_id"],
+        "identifier": [{"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{row['record_id']}"}],
+        "moduleUri": f"{base_url}/cds-services/{row['service_id']}",
+        # 412 = "could not obtain the data it needs": exactly what data-required says.
+        "status": "success" if status == 200 else "data-required" if status == 412 else "failure",
+        "occurrenceDateTime": document["received_at"],
+        "performer": {"display": f"calcinosis-cds {document.get('code_version') or ''}".strip()},
+        "contained": [],
+    }
+    if row["hook_instance"]:
+        resource["requestIdentifier"] = {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{row['hook_instance']}"}
+    if row["patient_ref"]:
+        resource["subject"] = {"reference": row["patient_ref"]}
+    if document.get("encounter_ref"):
+        resource["encounter"] = {"reference": document["encounter_ref"]}
+    parameters: list[dict[str, Any]] = [
+        {"name": "ruleFired", "valueString": rule} for rule in document.get("rules_fired", ())
+    ]
+    for name, key in (("rulesetVersion", "ruleset_version"), ("rulesetHash", "ruleset_hash"),
+                      ("codeVersion", "code_version"), ("inputDigest", "input_digest")):
+        if document.get(key):
+            parameters.append({"name": name, "valueString": str(document[key])})
+    parameters.append({"name": "httpStatus", "valueInteger": status})
+    resource["contained"].append({"resourceType": "Parameters", "id": "output", "parameter": parameters})
+    resource["outputParameters"] = {"reference": "#output"}
+    cards = document.get("cards", [])
+    if cards:
+        actions = []
+        for card in cards:
+            action: dict[str, Any] = {
+                "id": str(card.get("uuid", "")) or None,
+                "title": str(card.get("summary", "")),
+                "priority": "urgent" if card.get("indicator") == "critical" else "routine",
+                "code": [{"text": f"indicator {card.get('indicator')}; kind {card_kind(card)}"}],
+            }
+            if card.get("detail"):
+                action["description"] = str(card["detail"])
+            source = card.get("source") or {}
+            artifact: dict[str, Any] = {"type": "documentation", "label": str(source.get("label", ""))}
+            if source.get("url"):
+                artifact["url"] = source["url"]
+            action["documentation"] = [artifact]
+            actions.append({key: value for key, value in action.items() if value is not None})
+        group: dict[str, Any] = {
+            "resourceType": "RequestGroup", "id": "cards", "status": "active", "intent": "proposal", "action": actions,
+        }
+        if row["patient_ref"]:
+            group["subject"] = {"reference": row["patient_ref"]}
+        resource["contained"].append(group)
+        resource["result"] = {"reference": "#cards"}
+    if document.get("reason_class") or status != 200:
+        resource["contained"].append({
+            "resourceType": "OperationOutcome",
+            "id": "outcome",
+            "issue": [{
+                "severity": "error" if status >= 400 else "information",
+                "code": "processing",
+                "diagnostics": f"HTTP {status}: {document.get('reason_class') or 'no reason class'}",
+            }],
+        })
+        resource["evaluationMessage"] = [{"reference": "#outcome"}]
+    return resource
+
+
+def card_kind(card: Mapping[str, Any]) -> str:
+    extension = card.get("extension")
+    ours = extension.get(_EXTENSION) if isinstance(extension, Mapping) else None
+    kind = ours.get("kind") if isinstance(ours, Mapping) else None
+    return str(kind) if kind else "(none)"
+
+
+def card_rules(card: Mapping[str, Any], rules_fired: list[str]) -> list[str]:
+    """The rule ids behind one card: its extension's ``rule``/``rules``/``ruleId``, else the call's only rule."""
+    extension = card.get("extension")
+    ours = extension.get(_EXTENSION) if isinstance(extension, Mapping) else None
+    if isinstance(ours, Mapping):
+        for key in ("rules", "rule", "ruleId", "rule_id"):
+            value = ours.get(key)
+            if isinstance(value, str) and value:
+                return [value]
+            if isinstance(value, list) and value:
+                return [str(item) for item in value]
+    # Attributing a card to every rule the call fired would inflate each rule's counts.
+    return list(rules_fired) if len(rules_fired) == 1 else [_UNATTRIBUTED]
+
+
+@dataclass(slots=True)
+class CardStats:
+    shown: Counter[str] = field(default_factory=Counter)
+    accepted: Counter[str] = field(default_factory=Counter)
+    overridden: Counter[str] = field(default_factory=Counter)
+
+    def table(self, title: str) -> list[str]:
+        lines = [f"| {title} | shown | accepted | overridden | override rate |", "|---|---:|---:|---:|---:|"]
+        for name in sorted(set(self.shown) | set(self.accepted) | set(self.overridden)):
+            rated = self.accepted[name] + self.overridden[name]
+            rate = f"{self.overridden[name] / rated:.0%}" if rated else "—"
+            lines.append(
+                f"| {name} | {self.shown[name]} | {self.accepted[name]} | {self.overridden[name]} | {rate} |"
+            )
+        return lines
+
+
+def card_stats(calls: Iterable[StoredRow], feedback: Iterable[StoredRow]) -> tuple[CardStats, CardStats]:
+    """(per rule id, per card kind) for cards shown by ``calls`` and the feedback given on them."""
+    by_rule, by_kind = CardStats(), CardStats()
+    labels: dict[str, tuple[list[str], str]] = {}
+    for row in calls:
+        if row["http_status"] != 200:
+            continue
+        document = _document(row)
+        for card in document.get("cards", ()):
+            rules, kind = card_rules(card, document.get("rules_fired", [])), card_kind(card)
+            labels[str(card.get("uuid"))] = (rules, kind)
+            by_kind.shown[kind] += 1
+            for rule in rules:
+                by_rule.shown[rule] += 1
+    for row in feedback:
+        if row["card_uuid"] not in labels or not row["hook_instance"]:
+            continue
+        rules, kind = labels[row["card_uuid"]]
+        outcome = _document(row)["outcome"]
+        getattr(by_kind, outcome)[kind] += 1
+        for rule in rules:
+            getattr(by_rule, outcome)[rule] += 1
+    return by_rule, by_kind

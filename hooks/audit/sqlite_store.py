@@ -1,0 +1,140 @@
+"""SQLite audit backend, the embedded default (security brief §3.4 "Append-only" and "Durability").
+
+WAL with ``synchronous=FULL``: WAL alone survives an application crash, FULL also survives power loss
+[S27]. ``BEGIN IMMEDIATE`` takes the write lock before the chain head is read, so the CLI's access rows
+and the service never fork the chain. ``BEFORE UPDATE``/``BEFORE DELETE`` triggers refuse edits; someone
+with the file can drop them, which is what the keyed chain is for.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hooks.audit.sql import AuditLog, Migration
+from hooks.audit.store import AuditError
+
+__all__ = ["SqliteAuditLog", "sqlite_path"]
+
+
+def sqlite_path(dsn: str) -> Path:
+    """``sqlite:///relative/path`` or ``sqlite:////absolute/path`` (the SQLAlchemy convention)."""
+    if not dsn.startswith("sqlite:///"):
+        raise AuditError("a SQLite audit DSN looks like sqlite:///data/audit.sqlite3")
+    path = dsn.removeprefix("sqlite:///")
+    if not path or path.startswith(":memory:"):
+        raise AuditError("the audit store must be a file: an in-memory SQLite database is not durable")
+    return Path(path)
+
+
+def _append_only(table: str) -> list[str]:
+    return [
+        f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} "
+        f"BEGIN SELECT RAISE(ABORT, '{table} is append-only: UPDATE refused'); END",
+        f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} "
+        f"BEGIN SELECT RAISE(ABORT, '{table} is append-only: DELETE refused'); END",
+    ]
+
+
+_V1 = [
+    """CREATE TABLE audit_log (
+        seq INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('call', 'feedback', 'access')),
+        record_id TEXT NOT NULL UNIQUE,
+        occurred_at TEXT NOT NULL,
+        service_id TEXT,
+        hook TEXT,
+        hook_instance TEXT,
+        patient_ref TEXT,
+        http_status INTEGER,
+        iss TEXT,
+        tenant TEXT,
+        card_uuid TEXT,
+        dedupe_key TEXT UNIQUE,
+        document TEXT NOT NULL,
+        hash TEXT NOT NULL
+    )""",
+    "CREATE INDEX audit_log_time ON audit_log (occurred_at)",
+    "CREATE INDEX audit_log_patient ON audit_log (patient_ref, occurred_at)",
+    "CREATE INDEX audit_log_service ON audit_log (service_id, occurred_at)",
+    "CREATE INDEX audit_log_hook_instance ON audit_log (hook_instance)",
+    "CREATE INDEX audit_log_status ON audit_log (http_status, occurred_at)",
+    """CREATE TABLE card_index (
+        card_uuid TEXT NOT NULL,
+        seq INTEGER NOT NULL REFERENCES audit_log (seq),
+        hook_instance TEXT,
+        service_id TEXT,
+        patient_ref TEXT,
+        iss TEXT,
+        tenant TEXT,
+        PRIMARY KEY (card_uuid, seq)
+    )""",
+    *_append_only("audit_log"),
+    *_append_only("card_index"),
+    """CREATE TABLE seen_jti (
+        iss TEXT NOT NULL,
+        jti TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (iss, jti)
+    )""",
+    "CREATE INDEX seen_jti_expiry ON seen_jti (expires_at)",
+]
+
+
+class SqliteAuditLog(AuditLog):
+    backend = "sqlite"
+
+    def __init__(self, path: Path, key: bytes) -> None:
+        super().__init__(key)
+        self.path = path
+        self._connection: sqlite3.Connection | None = None
+
+    def _connect(self) -> None:
+        if self._connection is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        created = not self.path.exists()
+        # isolation_level=None: transactions are exactly the BEGIN IMMEDIATE/COMMIT written below.
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.execute("PRAGMA busy_timeout=10000")
+        if created:
+            # The file holds PHI (patient references, card text): owner-only.
+            os.chmod(self.path, 0o600)
+        self._connection = connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self._connection is None:
+            raise AuditError("the audit store is not open")
+        return self._connection.execute(sql, tuple(params))
+
+    @contextmanager
+    def _transaction(self, *, chain: bool) -> Iterator[None]:
+        self._execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._execute("COMMIT")
+        except BaseException:
+            if self._connection is not None and self._connection.in_transaction:
+                self._connection.rollback()
+            raise
+
+    def _table_exists(self, name: str) -> bool:
+        return bool(self._execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchall())
+
+    def migrations(self) -> Sequence[Migration]:
+        return [(1, _V1)]
+
+    def _driver_errors(self) -> tuple[type[BaseException], ...]:
+        return (sqlite3.Error,)

@@ -1,0 +1,214 @@
+"""Loads the clinical knowledge files (``hooks/engine/knowledge/*.yaml``) once, validated.
+
+The files are the rule table of brief §5c, the red flags of §5d, the work-up checklist of §5b, and the
+therapy options and cautions of §6 with the §9.1 corrections. A clinician reviews them like code; the
+service reports ``rulesetVersion`` (from ``ruleset.yaml``) and a SHA-256 content hash over every file, so
+an audit can tell exactly which knowledge produced a card.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "Caution",
+    "FlagDefinition",
+    "Knowledge",
+    "Localized",
+    "RiskDefinition",
+    "RuleDefinition",
+    "TherapyOption",
+    "WorkupItem",
+    "load_knowledge",
+]
+
+SUBTYPES = ("dystrophic", "metastatic", "idiopathic", "iatrogenic", "calciphylaxis")
+_FILES = ("ruleset.yaml", "rules.yaml", "red_flags.yaml", "workup.yaml", "therapy.yaml", "messages.yaml")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Localized(_Strict):
+    en: str = Field(min_length=1)
+    fr: str = Field(min_length=1)
+
+    def get(self, locale: str) -> str:
+        return self.fr if locale == "fr" else self.en
+
+
+class RuleDefinition(_Strict):
+    id: str
+    finding: Localized
+    when: dict[str, Any]
+    points: dict[str, int]
+    basis: str = Field(min_length=1)
+    group: str | None = None
+
+    @field_validator("points")
+    @classmethod
+    def _known_subtypes(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = set(value) - set(SUBTYPES)
+        if unknown:
+            raise ValueError(f"unknown subtypes {sorted(unknown)}")
+        return value
+
+
+class FlagDefinition(_Strict):
+    id: str
+    indicator: Literal["critical", "warning"]
+    when: dict[str, Any]
+    summary: Localized
+    action: Localized
+    rule_text: Localized
+    basis: str
+    reference: str
+    requires_calcinosis: bool = False
+
+
+class RiskDefinition(_Strict):
+    id: str
+    when: dict[str, Any]
+    summary: Localized
+    rule_text: Localized
+    basis: str
+    reference: str
+    replaces_flag: str | None = None
+
+
+class RiskFactor(_Strict):
+    id: str
+    when: dict[str, Any]
+
+
+class OrderCode(_Strict):
+    code: str
+    display: str
+
+
+class WorkupItem(_Strict):
+    id: str
+    satisfied_by: list[str]
+    order: OrderCode
+    order_fr: OrderCode | None = None
+    why: Localized
+    subtypes: list[str]
+    needed_when: dict[str, Any] | None = None
+
+
+class AdvisoryItem(_Strict):
+    id: str
+    text: Localized
+
+
+class TherapyOption(_Strict):
+    id: str
+    subtypes: list[str]
+    extent: Literal["any", "localized", "disseminated"]
+    rank: int
+    evidence: str
+    text: Localized
+    basis: str
+    requires: dict[str, Any] | None = None
+
+
+class Caution(_Strict):
+    id: str
+    reason: str
+    option: str
+    contraindicates: bool
+    when: dict[str, Any]
+    text: Localized
+    basis: str
+    current_medication: bool = False
+
+
+class Reference(_Strict):
+    label: str
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Knowledge:
+    version: str
+    content_hash: str
+    min_score: int
+    min_lead: int
+    thresholds: Mapping[str, float]
+    references: Mapping[str, Reference]
+    gates: Mapping[str, dict[str, Any]]
+    rules: tuple[RuleDefinition, ...]
+    flags: tuple[FlagDefinition, ...]
+    risks: tuple[RiskDefinition, ...]
+    risk_factors_major: tuple[RiskFactor, ...]
+    risk_factors_minor: tuple[RiskFactor, ...]
+    workup: tuple[WorkupItem, ...]
+    advisory: tuple[AdvisoryItem, ...]
+    options: tuple[TherapyOption, ...]
+    cautions: tuple[Caution, ...]
+    messages: Mapping[str, Any]
+
+    def threshold(self, value: float | int | str) -> float:
+        """A number, or the name of a threshold in ruleset.yaml."""
+        if isinstance(value, str):
+            return float(self.thresholds[value])
+        return float(value)
+
+    def message(self, section: str, key: str, locale: str) -> str:
+        entry = self.messages[section][key]
+        return str(entry.get(locale) or entry["en"])
+
+    def option(self, option_id: str) -> TherapyOption:
+        return next(o for o in self.options if o.id == option_id)
+
+    def rule(self, rule_id: str) -> RuleDefinition:
+        return next(r for r in self.rules if r.id == rule_id)
+
+
+def _read(name: str) -> bytes:
+    return resources.files("hooks.engine").joinpath("knowledge", name).read_bytes()
+
+
+@lru_cache(maxsize=1)
+def load_knowledge() -> Knowledge:
+    raw = {name: _read(name) for name in _FILES}
+    digest = hashlib.sha256()
+    for name in _FILES:
+        digest.update(name.encode() + b"\0" + raw[name] + b"\0")
+    docs = {name: yaml.safe_load(raw[name]) for name in _FILES}
+    ruleset, rules, flags, workup, therapy = (
+        docs["ruleset.yaml"],
+        docs["rules.yaml"],
+        docs["red_flags.yaml"],
+        docs["workup.yaml"],
+        docs["therapy.yaml"],
+    )
+    factors = flags["calciphylaxis_risk_factors"]
+    return Knowledge(
+        version=str(ruleset["version"]),
+        content_hash=digest.hexdigest(),
+        min_score=int(ruleset["suggestion"]["min_score"]),
+        min_lead=int(ruleset["suggestion"]["min_lead"]),
+        thresholds={k: float(v) for k, v in ruleset["thresholds"].items()},
+        references={k: Reference.model_validate(v) for k, v in ruleset["references"].items()},
+        gates=dict(rules["gates"]),
+        rules=tuple(RuleDefinition.model_validate(r) for r in rules["rules"]),
+        flags=tuple(FlagDefinition.model_validate(f) for f in flags["flags"]),
+        risks=tuple(RiskDefinition.model_validate(r) for r in flags["risks"]),
+        risk_factors_major=tuple(RiskFactor.model_validate(f) for f in factors["major"]),
+        risk_factors_minor=tuple(RiskFactor.model_validate(f) for f in factors["minor"]),
+        workup=tuple(WorkupItem.model_validate(i) for i in workup["items"]),
+        advisory=tuple(AdvisoryItem.model_validate(i) for i in workup["advisory"]),
+        options=tuple(TherapyOption.model_validate(o) for o in therapy["options"]),
+        cautions=tuple(Caution.model_validate(c) for c in therapy["cautions"]),
+        messages=docs["messages.yaml"],
+    )

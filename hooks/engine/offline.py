@@ -1,0 +1,56 @@
+"""``calcinosis-cds assess BUNDLE.json``: the engine on a FHIR Bundle file, for clinical reviewers.
+
+Reads a Bundle (collection, searchset or transaction), assesses the first Patient in it at ``--now``
+(default: the current time) and prints the cards as JSON, exactly as the service would return them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+import orjson
+
+from hooks.engine.cards import render_cards
+from hooks.engine.service import assess_resources
+from hooks.errors import CdsError
+from hooks.models import CdsResponse
+
+__all__ = ["assess_bundle_file"]
+
+
+def _parse_now(text: str | None) -> datetime:
+    if not text:
+        return datetime.now(UTC)
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def assess_bundle_file(path: str, *, now: str | None, locale: str, out: TextIO) -> int:
+    raw = Path(path).read_bytes()
+    try:
+        bundle = orjson.loads(raw)
+        when = _parse_now(now)
+    except (orjson.JSONDecodeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        print("error: the file is not a FHIR Bundle", file=sys.stderr)
+        return 2
+    resources = [e["resource"] for e in bundle.get("entry") or () if isinstance(e, dict) and "resource" in e]
+    patient = next((r for r in resources if r.get("resourceType") == "Patient"), None)
+    if patient is None or not patient.get("id"):
+        print("error: the Bundle holds no Patient with an id", file=sys.stderr)
+        return 2
+    try:
+        facts, assessment = assess_resources(resources, patient_id=str(patient["id"]), now=when)
+    except CdsError as exc:
+        print(f"error: {exc.diagnostics}", file=sys.stderr)
+        return 2
+    seed = hashlib.sha256(raw).hexdigest()
+    cards = render_cards(assessment, facts, locale=locale, seed=seed)
+    out.write(orjson.dumps(CdsResponse(cards=cards).to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0

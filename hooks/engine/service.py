@@ -1,0 +1,74 @@
+"""Glue between a CDS Hooks call and the engine: resources -> PatientFacts -> Assessment -> cards.
+
+The engine itself is pure; this module only picks the resources out of the resolved prefetch, guards
+against data about another patient, and packages what the audit trail records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from fhir_mappings import MappingOptions, build_facts
+from fhir_mappings.facts import PatientFacts
+from hooks.engine.assessment import Assessment, assess
+from hooks.engine.cards import render_cards
+from hooks.errors import BadRequest
+from hooks.models import CdsResponse
+from hooks.registry import HookCall, HookOutcome
+
+__all__ = ["assess_hook_call", "assess_resources", "facts_from_resources"]
+
+
+def _subject_is(resource: dict[str, Any], patient_id: str) -> bool:
+    """Keep resources about this patient; a resource without a subject is kept (the EHR scoped the query)."""
+    subject = resource.get("subject") or resource.get("patient")
+    reference = subject.get("reference") if isinstance(subject, dict) else None
+    if not isinstance(reference, str):
+        return True
+    return reference == f"Patient/{patient_id}" or reference.endswith(f"/Patient/{patient_id}")
+
+
+def _of_type(resources: Iterable[dict[str, Any]], resource_type: str, patient_id: str) -> list[dict[str, Any]]:
+    return [r for r in resources if r.get("resourceType") == resource_type and _subject_is(r, patient_id)]
+
+
+def facts_from_resources(
+    resources: Iterable[dict[str, Any]], *, patient_id: str, now: datetime, options: MappingOptions | None = None
+) -> PatientFacts:
+    pool = list(resources)
+    patients = [r for r in pool if r.get("resourceType") == "Patient"]
+    patient = next((p for p in patients if p.get("id") == patient_id), None)
+    if patients and patient is None:
+        # Prefetch must be about context.patientId; cards about another patient would be dangerous.
+        raise BadRequest("the prefetched Patient is not context.patientId", expression=["prefetch.patient"])
+    return build_facts(
+        patient=patient,
+        observations=_of_type(pool, "Observation", patient_id),
+        conditions=_of_type(pool, "Condition", patient_id),
+        medications=_of_type(pool, "MedicationRequest", patient_id),
+        now=now,
+        options=options or MappingOptions(),
+    )
+
+
+def assess_resources(
+    resources: Iterable[dict[str, Any]], *, patient_id: str, now: datetime, options: MappingOptions | None = None
+) -> tuple[PatientFacts, Assessment]:
+    facts = facts_from_resources(resources, patient_id=patient_id, now=now, options=options)
+    return facts, assess(facts)
+
+
+def assess_hook_call(call: HookCall, options: MappingOptions | None = None) -> HookOutcome:
+    patient_id = str(call.context["patientId"])
+    resources = [r for key in call.data.keys for r in call.data.resources(key)]
+    facts, assessment = assess_resources(resources, patient_id=patient_id, now=call.now, options=options)
+    cards = render_cards(assessment, facts, locale=call.locale, seed=call.request.hookInstance)
+    return HookOutcome(
+        response=CdsResponse(cards=cards),
+        rules_fired=assessment.rules_fired,
+        facts_used=[item.to_dict() for item in assessment.evidence()],
+        ruleset_version=assessment.ruleset_version,
+        ruleset_hash=assessment.ruleset_hash,
+    )

@@ -1,0 +1,162 @@
+"""Hardening around the trust boundary: dev-mode refusal, server options, headers, body cap, log redaction."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import hooks.logging_setup
+from hooks.app import create_app
+from hooks.cli import main
+from hooks.logging_setup import JsonFormatter, RedactingFilter, configure_logging
+from hooks.settings import get_settings
+from tests.auth.conftest import SANDBOX_LIKE_ISS, SERVICE_URL, hook_body, stub_registry
+from tests.conftest import running_client
+from tests.conftest import test_settings as make_settings
+from tests.support.cds_client import JwksServer, SigningKey, bearer, sandbox_token
+
+JWT_CANARY = "eyJhbGciOiJFUzM4NCJ9.eyJpc3MiOiJodHRwczovL2V4YW1wbGUifQ.c2lnbmF0dXJlLWNhbmFyeQ"
+TOKEN_CANARY = "opaque-canary-9d8c7b"
+
+
+@pytest.fixture
+def serve_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """Runs ``calcinosis-cds serve`` without binding a socket: uvicorn.run records its arguments."""
+    import uvicorn
+
+    captured: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: captured.update(kwargs))
+    # configure_logging would replace pytest's log capture handlers on the root logger.
+    monkeypatch.setattr(hooks.logging_setup, "configure_logging", lambda *a, **k: None)
+    monkeypatch.setenv("CDS_AUDIT_KEY", "k")
+    get_settings.cache_clear()
+    yield captured
+    get_settings.cache_clear()
+
+
+def test_development_mode_refuses_a_non_loopback_bind(serve_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDS_ENVIRONMENT", "development")
+    with pytest.raises(SystemExit, match="not a loopback address"):
+        main(["serve", "--host", "0.0.0.0", "--port", "8080"])  # noqa: S104 (the point of the test)
+    assert serve_env == {}  # the server never started
+
+
+def test_development_mode_on_loopback_starts_loudly(
+    serve_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CDS_ENVIRONMENT", "development")
+    assert main(["serve", "--host", "127.0.0.1", "--port", "8080"]) == 0
+    assert any("DEVELOPMENT MODE" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    # Server options that bound slow or oversized clients and hide the server banner.
+    assert serve_env["timeout_keep_alive"] == 5
+    assert serve_env["h11_max_incomplete_event_size"] == 16 * 1024
+    assert serve_env["http"] == "h11"  # the only implementation that enforces the header-size cap
+    assert serve_env["server_header"] is False
+    assert serve_env["lifespan"] == "on"
+    assert serve_env["limit_concurrency"] == 200
+
+
+def test_production_auth_on_may_bind_any_address(serve_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDS_ENVIRONMENT", "production")
+    assert main(["serve", "--host", "0.0.0.0", "--port", "8080"]) == 0  # noqa: S104
+    assert serve_env["host"] == "0.0.0.0"  # noqa: S104
+
+
+async def test_security_headers_on_success_and_errors(
+    auth_client: Any, jwks: JwksServer, es_key: SigningKey
+) -> None:
+    token = sandbox_token(es_key, iss=SANDBOX_LIKE_ISS, aud=SERVICE_URL, jku=jwks.url("/es.json"))
+    async with auth_client() as client:
+        responses = [
+            await client.post("/cds-services/stub", json=hook_body(), headers=bearer(token)),
+            await client.post("/cds-services/stub", json=hook_body()),
+            await client.get("/no-such-path"),
+        ]
+    assert [r.status_code for r in responses] == [200, 401, 404]
+    for response in responses:
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert response.headers["referrer-policy"] == "no-referrer"
+
+
+async def test_oversized_bodies_are_refused_with_413() -> None:
+    app = create_app(make_settings(max_body_bytes=2048), registry=stub_registry())
+    async with running_client(app) as client:
+        declared = await client.post("/cds-services/stub", json=hook_body(pad="x" * 4096))
+
+        async def chunks() -> Any:
+            for _ in range(8):
+                yield b" " * 1024
+
+        streamed = await client.post("/cds-services/stub", content=chunks(), headers={"Content-Type": "application/json"})
+    assert declared.status_code == 413
+    assert streamed.status_code == 413
+    assert declared.json()["issue"][0]["code"] == "too-costly"
+
+
+def _emit(logger_name: str, message: str, *args: Any, exc: BaseException | None = None) -> str:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactingFilter())
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    try:
+        logger.error(message, *args, exc_info=exc)
+    finally:
+        logger.removeHandler(handler)
+    return stream.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("message", "args"),
+    [
+        pytest.param("token %s", (JWT_CANARY,), id="bare-jwt"),
+        pytest.param("headers %s", ({"authorization": f"Bearer {TOKEN_CANARY}"},), id="header-dict-repr"),
+        pytest.param("headers %s", ([(b"authorization", f"Bearer {TOKEN_CANARY}".encode())],), id="asgi-bytes"),
+        pytest.param("Authorization: Bearer %s", (TOKEN_CANARY,), id="header-line"),
+        pytest.param("auth=%s", (f"Basic {TOKEN_CANARY}",), id="basic"),
+        pytest.param("body %s", ({"access_token": TOKEN_CANARY, "scope": "x"},), id="python-repr-single-quotes"),
+        pytest.param('body {"access_token": "%s"}', (TOKEN_CANARY,), id="json"),
+        pytest.param("GET /Patient?access_token=%s&_id=1", (TOKEN_CANARY,), id="query-string"),
+        pytest.param("bad format %s %s", (TOKEN_CANARY,), id="unformattable-args"),
+    ],
+)
+def test_redacting_filter_drops_tokens(message: str, args: tuple[Any, ...]) -> None:
+    output = _emit("calcinosis_cds.test", message, *args)
+    assert TOKEN_CANARY not in output
+    assert JWT_CANARY not in output
+    assert output  # the line itself is kept: only the secret goes
+
+
+def test_redacting_filter_keeps_exception_type_but_not_its_text() -> None:
+    try:
+        raise ValueError(f"input_value={{'access_token': '{TOKEN_CANARY}'}} jwt {JWT_CANARY}")
+    except ValueError as exc:
+        output = _emit("calcinosis_cds.test", "call failed for iss %s", "https://ehr.test", exc=exc)
+    assert TOKEN_CANARY not in output
+    assert JWT_CANARY not in output
+    assert "ValueError" in output
+    assert "https://ehr.test" in output  # iss, tenant and jti are safe to log (best practices)
+
+
+def test_configured_logging_redacts_third_party_loggers(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging(logging.DEBUG)
+        logging.getLogger("httpx").info("HTTP Request: GET https://fhir.test/Patient Authorization: Bearer %s",
+                                        TOKEN_CANARY)
+        logging.getLogger("uvicorn.error").error("crash", exc_info=RuntimeError(JWT_CANARY))
+    finally:
+        root.handlers, _ = saved[0], root.setLevel(saved[1])
+    err = capsys.readouterr().err
+    assert "HTTP Request" in err
+    assert TOKEN_CANARY not in err
+    assert JWT_CANARY not in err
