@@ -16,11 +16,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
 from fhir_mappings._common import first_code, parse_datetime, period_start, provenance_for
-from fhir_mappings.facts import AnalyteSeries, DataIssue, LabValue, Qualitative, ReferenceRange
+from fhir_mappings.facts import AnalyteSeries, DataIssue, LabValue, Provenance, Qualitative, ReferenceRange
 from fhir_mappings.models import CodeableConcept, Coding, Observation, Quantity, ReferenceRangeElement
 from fhir_mappings.ranges import default_range, qualitative_from_band
 from fhir_mappings.terminology import ConceptMatch, fold_text
-from fhir_mappings.units import KIT_UNIT_ANALYTES, Converted, to_canonical
+from fhir_mappings.units import KIT_UNIT_ANALYTES, Converted, conversion_factor, to_canonical
 
 __all__ = ["LabContext", "build_series", "lab_value"]
 
@@ -230,21 +230,31 @@ def lab_value(
         return DataIssue(
             "no-value", f"{analyte}: no readable value", provenance_for("Observation", resource_id, coding, match)
         )
-    provenance = provenance_for("Observation", resource_id, coding, match, raw.original)
+    # Built inline rather than through provenance_for: this line runs once per laboratory result.
+    provenance = Provenance(
+        "Observation",
+        resource_id,
+        match.system_uri,
+        match.code,
+        coding.get("display") or match.display,
+        raw.original,
+        match.unverified,
+    )
     value, unit, flags = raw.value, "", raw.flags
     if raw.value is not None:
+        found = conversion_factor(analyte, raw.code, raw.unit)
         if raw.unit == "{titer}":
             unit = "{titer}"
+        elif found is not None:
+            value, unit = raw.value * found[0], found[1]
+        elif analyte in KIT_UNIT_ANALYTES:
+            unit = (raw.code or raw.unit or "").strip()
+            flags += ("kit-units",)
         else:
-            converted = to_canonical(analyte, raw.value, code=raw.code, unit=raw.unit, provenance=provenance)
-            if isinstance(converted, DataIssue):
-                if raw.qualitative is None:
-                    return converted
-                value = None
-            else:
-                value, unit = converted.value, converted.unit
-                if analyte in KIT_UNIT_ANALYTES:
-                    flags += ("kit-units",)
+            issue = to_canonical(analyte, raw.value, code=raw.code, unit=raw.unit, provenance=provenance)
+            if raw.qualitative is None and isinstance(issue, DataIssue):
+                return issue
+            value = None
     effective = _effective(obs)
     if effective is None:
         flags += ("no-effective-date",)
@@ -262,17 +272,17 @@ def lab_value(
     if qualitative is None and value is not None and lab_silent:
         qualitative = qualitative_from_band(analyte, value, unit)
     return LabValue(
-        analyte=analyte,
-        value=value,
-        unit=unit,
-        effective=effective,
-        provenance=provenance,
-        comparator=raw.comparator,
-        qualitative=qualitative,
-        interpretation=interpretation,
-        reference_range=reference,
-        status=status,
-        flags=flags,
+        analyte,
+        value,
+        unit,
+        effective,
+        provenance,
+        raw.comparator,
+        qualitative,
+        interpretation,
+        reference,
+        status,
+        flags,
     )
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "KIT_UNIT_ANALYTES",
     "Converted",
     "canonical_unit",
+    "conversion_factor",
     "from_canonical",
     "is_convertible",
     "normalise_unit",
@@ -124,7 +125,7 @@ def is_convertible(analyte: str, unit: str | None) -> bool:
 
 
 @lru_cache(maxsize=2048)
-def _factor(analyte: str, code: str | None, unit: str | None) -> tuple[float, str, str] | None:
+def conversion_factor(analyte: str, code: str | None, unit: str | None) -> tuple[float, str, str] | None:
     """(factor, canonical unit, source unit) for the first of ``code``, ``unit`` the table knows."""
     entry = _TABLE.get(analyte)
     if entry is None:
@@ -149,7 +150,7 @@ def to_canonical(
     if analyte in KIT_UNIT_ANALYTES:
         sent = (code or unit or "").strip()
         return Converted(value, sent, sent)
-    found = _factor(analyte, code, unit)
+    found = conversion_factor(analyte, code, unit)
     if found is not None:
         factor, canonical, source = found
         return Converted(value * factor, canonical, source)

@@ -21,7 +21,7 @@ _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}(?:\.[A-Za-z0-9_-]*){
 _SCHEME = re.compile(r"(?i)\b((?:bearer|dpop|basic)\s+)[A-Za-z0-9._~+/=-]+")
 _KEY_VALUE = re.compile(
     r"""(?i)(\b(?:authorization|access_token|refresh_token|id_token|token|client_secret|password)"""
-    r"""['"]?\s*[:=]\s*b?['"]?)(?:(?:bearer|dpop|basic)\s+)?[^\s'",}\]&]+"""
+    r"""['"]?\s*[:=]\s*(?:b?['"])?)(?:(?:bearer|dpop|basic)\s+)?[^\s'",}\]&]+"""
 )
 
 

@@ -25,6 +25,7 @@ from hooks.settings import is_loopback_host
 __all__ = [
     "DEFAULT_ALGORITHMS",
     "KNOWN_TEST_ISSUERS",
+    "KNOWN_TEST_KEY_X",
     "KNOWN_TEST_KIDS",
     "SUPPORTED_ALGORITHMS",
     "IssuerTrust",
@@ -45,6 +46,11 @@ MAX_LIFETIME_CEILING_S = 3600
 # Issuers and key ids whose private keys are public: anyone can mint tokens that verify against them.
 KNOWN_TEST_ISSUERS = frozenset({"https://sandbox.cds-hooks.org"})
 KNOWN_TEST_KIDS = frozenset({"44823f3d-0b01-4a6c-a80e-b9d3e8a7226f", "example-kid"})
+# Their public x coordinates too, so renaming the kid does not hide a published key.
+KNOWN_TEST_KEY_X = frozenset({
+    "dw_JGR8nB2I6XveNxUOl2qk699ZPLM2nYI5STSdiEl9avAkrm3CkfYMbrrjr8laB",  # cds-hooks sandbox
+    "46SDH7Znh821wblCBglA61sNE9ZrHYKKt3qRtRTmSXyOI_FIGBLWrWa0GPUkDCEk",  # CDS Hooks 2.0 spec example
+})
 
 _ISSUER_KEYS = frozenset({"iss", "jku", "jwks", "algorithms", "tenants", "fhir_servers", "max_lifetime_s", "sub"})
 
@@ -68,9 +74,11 @@ class IssuerTrust:
 
     @property
     def is_test_issuer(self) -> bool:
-        kids = {key.get("kid") for key in (self.jwks or {}).get("keys", ()) if isinstance(key, Mapping)}
-        return self.iss in KNOWN_TEST_ISSUERS or bool(kids & KNOWN_TEST_KIDS) or any(
-            urlsplit(url).hostname == "sandbox.cds-hooks.org" for url in self.jku
+        keys = [key for key in (self.jwks or {}).get("keys", ()) if isinstance(key, Mapping)]
+        return (
+            self.iss in KNOWN_TEST_ISSUERS
+            or any(key.get("kid") in KNOWN_TEST_KIDS or key.get("x") in KNOWN_TEST_KEY_X for key in keys)
+            or any(urlsplit(url).hostname == "sandbox.cds-hooks.org" for url in self.jku)
         )
 
 

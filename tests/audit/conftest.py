@@ -120,7 +120,7 @@ def dump_everything(dsn: str) -> str:
             "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
         ).fetchall()]
         for table in tables:
-            for row in pg.execute(f"SELECT t::text FROM {table} t").fetchall():  # type: ignore[arg-type]
+            for row in pg.execute(f"SELECT t::text FROM {table} t").fetchall():  # type: ignore[arg-type]  # noqa: S608
                 parts.append(str(row[0]))
     return "\n".join(parts)
 

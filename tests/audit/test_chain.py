@@ -3,6 +3,8 @@ deletes or reorders rows; ``verify`` names the first broken ``seq``. Both backen
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from hooks.audit.chain import GENESIS, verify_rows
@@ -25,7 +27,9 @@ def five(log: AuditLog) -> AuditLog:
 
 def test_an_untouched_chain_verifies(five: AuditLog) -> None:
     verdict = five.verify()
-    assert verdict.ok and verdict.records == 5 and verdict.head_seq == 5
+    assert verdict.ok
+    assert verdict.records == 5
+    assert verdict.head_seq == 5
     assert [row["kind"] for row in five.rows()] == ["call", "feedback", "call", "feedback", "access"]
 
 
@@ -34,7 +38,8 @@ def test_an_edited_document_is_caught_at_its_seq(five: AuditLog, audit_dsn: str)
     raw_execute(audit_dsn, "UPDATE audit_log SET document = replace(document, 'Patient/456', 'Patient/789') "
                            "WHERE seq = 3")
     verdict = five.verify()
-    assert not verdict.ok and verdict.broken_seq == 3
+    assert not verdict.ok
+    assert verdict.broken_seq == 3
     assert "edited" in (verdict.reason or "")
 
 
@@ -49,7 +54,8 @@ def test_a_deleted_record_is_caught(five: AuditLog, audit_dsn: str) -> None:
     drop_triggers(audit_dsn)
     raw_execute(audit_dsn, "DELETE FROM card_index WHERE seq = 3", "DELETE FROM audit_log WHERE seq = 3")
     verdict = five.verify()
-    assert not verdict.ok and verdict.broken_seq == 3
+    assert not verdict.ok
+    assert verdict.broken_seq == 3
     assert "deleted" in (verdict.reason or "")
 
 
@@ -70,7 +76,8 @@ def test_reordered_records_are_caught(five: AuditLog, audit_dsn: str) -> None:
         "UPDATE audit_log SET seq = 4 WHERE seq = 1000",
     )
     verdict = five.verify()
-    assert not verdict.ok and verdict.broken_seq == 2
+    assert not verdict.ok
+    assert verdict.broken_seq == 2
 
 
 def test_a_different_key_does_not_verify(five: AuditLog, audit_dsn: str) -> None:
@@ -117,5 +124,5 @@ def test_two_processes_appending_together_keep_one_valid_chain(log: AuditLog, au
     assert verdict.records == 2 * count
     tenants = [row["tenant"] for row in log.rows()]
     assert tenants.count("instance-a") == tenants.count("instance-b") == count
-    switches = sum(1 for a, b in zip(tenants, tenants[1:], strict=False) if a != b)
+    switches = sum(1 for a, b in itertools.pairwise(tenants) if a != b)
     assert switches > 1, "the two writers never interleaved; the test did not exercise contention"

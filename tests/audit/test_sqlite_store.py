@@ -52,11 +52,13 @@ def test_non_durable_or_unknown_dsns_are_refused(dsn: str) -> None:
 
 def test_settings_choose_the_backend(tmp_path: Path) -> None:
     sqlite_store = build_audit_store(settings_for_test(audit_dsn=f"sqlite:///{tmp_path}/x.sqlite3"))
-    assert isinstance(sqlite_store, SqlAuditStore) and isinstance(sqlite_store.log, SqliteAuditLog)
+    assert isinstance(sqlite_store, SqlAuditStore)
+    assert isinstance(sqlite_store.log, SqliteAuditLog)
     assert isinstance(build_audit_store(settings_for_test(audit_dsn="memory://")), MemoryAuditStore)
     # Default: under the data directory.
     default = build_audit_store(settings_for_test(data_dir=tmp_path / "d"))
-    assert isinstance(default, SqlAuditStore) and isinstance(default.log, SqliteAuditLog)
+    assert isinstance(default, SqlAuditStore)
+    assert isinstance(default.log, SqliteAuditLog)
     assert default.log.path == tmp_path / "d" / "audit.sqlite3"
 
 

@@ -128,7 +128,8 @@ async def test_feedback_from_another_tenant_does_not_join_the_card(store: SqlAud
     # Stored (the attempt is evidence) but unlinked: no hookInstance, no patient, marked as such.
     assert result.stored == 2
     rows = {r["tenant"]: r for r in store.log.rows(kinds=["feedback"])}
-    assert rows["tenant-b"]["hook_instance"] is None and rows["tenant-b"]["patient_ref"] is None
+    assert rows["tenant-b"]["hook_instance"] is None
+    assert rows["tenant-b"]["patient_ref"] is None
     assert '"link":"other-caller"' in rows["tenant-b"]["document"]
     assert rows["tenant-a"]["hook_instance"] == call.hook_instance
     assert list(store.log.rows(patient="Patient/123", kinds=["feedback"])) == [rows["tenant-a"]]

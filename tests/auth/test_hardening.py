@@ -38,7 +38,9 @@ def serve_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     get_settings.cache_clear()
 
 
-def test_development_mode_refuses_a_non_loopback_bind(serve_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_development_mode_refuses_a_non_loopback_bind(
+    serve_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CDS_ENVIRONMENT", "development")
     with pytest.raises(SystemExit, match="not a loopback address"):
         main(["serve", "--host", "0.0.0.0", "--port", "8080"])  # noqa: S104 (the point of the test)
@@ -94,7 +96,9 @@ async def test_oversized_bodies_are_refused_with_413() -> None:
             for _ in range(8):
                 yield b" " * 1024
 
-        streamed = await client.post("/cds-services/stub", content=chunks(), headers={"Content-Type": "application/json"})
+        streamed = await client.post(
+            "/cds-services/stub", content=chunks(), headers={"Content-Type": "application/json"}
+        )
     assert declared.status_code == 413
     assert streamed.status_code == 413
     assert declared.json()["issue"][0]["code"] == "too-costly"

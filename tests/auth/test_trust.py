@@ -65,9 +65,9 @@ def test_loopback_http_jku_only_in_development_and_test() -> None:
 def test_production_refuses_the_public_sandbox_key_unless_explicitly_allowed() -> None:
     with pytest.raises(TrustConfigError, match="allow_test_issuers"):
         parse_trust({"issuers": [SANDBOX]}, environment="production")
-    # The same key under another iss name is still the public key.
-    renamed = {"iss": "https://renamed.test", "jwks": json.loads(
-        (Path(__file__).parents[1] / "fixtures" / "cds-hooks" / "sandbox-jwks.json").read_text())}
+    # The same public key under another iss and kid is still a key anyone can sign with.
+    sandbox_jwks = json.loads((Path(__file__).parents[1] / "fixtures" / "cds-hooks" / "sandbox-jwks.json").read_text())
+    renamed = {"iss": "https://renamed.test", "jwks": {"keys": [{**sandbox_jwks["keys"][0], "kid": "innocent"}]}}
     with pytest.raises(TrustConfigError, match="allow_test_issuers"):
         parse_trust({"issuers": [renamed]}, environment="production")
     assert parse_trust({"issuers": [SANDBOX], "allow_test_issuers": True}, environment="production").issuers

@@ -80,8 +80,11 @@ class SigningKey:
 
     def public_jwk(self) -> dict[str, Any]:
         public = self.private_key.public_key()
-        algorithm = ECAlgorithm if isinstance(public, ec.EllipticCurvePublicKey) else RSAAlgorithm
-        jwk: dict[str, Any] = algorithm.to_jwk(public, as_dict=True)
+        jwk = (
+            ECAlgorithm.to_jwk(public, as_dict=True)
+            if isinstance(public, ec.EllipticCurvePublicKey)
+            else RSAAlgorithm.to_jwk(public, as_dict=True)
+        )
         return {**jwk, "kid": self.kid, "alg": self.alg, "use": "sig"}
 
     def public_pem(self) -> bytes:

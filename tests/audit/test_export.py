@@ -1,0 +1,100 @@
+"""Exports are valid FHIR R4 (checked with fhir.resources R4B) and carry what an auditor looks for
+(security brief §3.2: BALP AuditEvent patterns, CDS-on-FHIR GuidanceResponse mapping). Both backends."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from fhir.resources.R4B.auditevent import AuditEvent
+from fhir.resources.R4B.guidanceresponse import GuidanceResponse
+
+from hooks.audit.export import audit_event, card_stats, guidance_response
+from hooks.audit.sql import AuditLog
+from tests.audit.conftest import call_record, card, feedback
+
+BASE = "https://cds.example.org"
+
+
+def populated(log: AuditLog) -> dict[str, Any]:
+    ok = call_record()
+    failed = call_record(http_status=412, reason_class="data-unobtainable", cards=[], rules_fired=[],
+                         responded_at=None)
+    broken = call_record(http_status=503, reason_class="audit-unavailable", cards=[], user_ref=None, iss=None,
+                         tenant=None, jti=None, hook_instance=None, patient_ref=None, encounter_ref=None)
+    for record in (ok, failed, broken):
+        log.append_call(record)
+    log.append_feedback([feedback(ok), feedback(ok, card_index=1, outcome="accepted", accepted_suggestions=["s"])])
+    log.append_access("export", {"patient": "Patient/123", "format": "auditevent"})
+    return {"ok": ok, "failed": failed, "broken": broken}
+
+
+def test_every_row_exports_as_a_valid_audit_event(log: AuditLog) -> None:
+    records = populated(log)
+    events = {row["record_id"]: AuditEvent.model_validate(audit_event(row, BASE)) for row in log.rows()}
+    assert len(events) == 6
+
+    ok = events[records["ok"].record_id]
+    assert (ok.type.code, ok.subtype[0].code, ok.action, ok.outcome) == ("rest", "operation", "E", "0")
+    patient = [e for e in ok.entity if e.role and e.role.code == "1"]
+    assert len(patient) == 1
+    assert patient[0].what.reference == "Patient/123" and patient[0].type.code == "1"
+    roles = {agent.type.coding[0].code: agent for agent in ok.agent}
+    assert set(roles) == {"110153", "110152", "IRCP"}
+    assert roles["IRCP"].requestor is True and roles["IRCP"].who.reference == "Practitioner/17"
+    assert roles["110153"].who.identifier.value == "https://ehr.example.org"
+    assert roles["110153"].policy == [f"urn:ietf:params:oauth:jti:{records['ok'].jti}"]
+    queries = [e for e in ok.entity if e.role and e.role.code == "24"]
+    # fhir.resources decodes base64Binary; the raw export carries the base64 text (BALP entity[query]).
+    assert queries[0].query == records["ok"].queries[0].query.encode()
+    raw = audit_event(next(log.rows(kinds=["call"])), BASE)
+    raw_queries = [e["query"] for e in raw["entity"] if "query" in e]
+    assert base64.b64decode(raw_queries[0]).decode() == records["ok"].queries[0].query
+    assert {e.description for e in ok.entity if e.name == "CDS Hooks card"} == {
+        c["summary"] for c in records["ok"].cards}
+
+    assert events[records["failed"].record_id].outcome == "4"
+    assert events[records["broken"].record_id].outcome == "8"
+    assert "audit-unavailable" in (events[records["broken"].record_id].outcomeDesc or "")
+    kinds = sorted(event.type.code for event in events.values())
+    assert kinds == ["110101", "rest", "rest", "rest", "rest", "rest"]  # one "Audit Log Used"
+
+
+def test_hook_calls_export_as_valid_guidance_responses(log: AuditLog) -> None:
+    records = populated(log)
+    exported = [guidance_response(row, BASE) for row in log.rows()]
+    responses = {r["id"]: GuidanceResponse.model_validate(r) for r in exported if r is not None}
+    assert len(responses) == 3  # feedback and access rows have no GuidanceResponse
+
+    ok = responses[records["ok"].record_id]
+    assert ok.status == "success"
+    assert ok.requestIdentifier.value == f"urn:uuid:{records['ok'].hook_instance}"
+    assert ok.moduleUri == f"{BASE}/cds-services/calcinosis-assessment"
+    assert ok.subject.reference == "Patient/123"
+    assert ok.occurrenceDateTime is not None
+    contained = {resource.id: resource for resource in ok.contained}
+    rules = [p.valueString for p in contained["output"].parameter if p.name == "ruleFired"]
+    assert rules == ["C1", "R2"]
+    assert [a.title for a in contained["cards"].action] == [c["summary"] for c in records["ok"].cards]
+
+    assert responses[records["failed"].record_id].status == "data-required"
+    failed = responses[records["broken"].record_id]
+    assert failed.status == "failure" and failed.evaluationMessage[0].reference == "#outcome"
+
+
+def test_stats_count_shown_accepted_and_overridden_per_rule_and_kind(log: AuditLog) -> None:
+    first = call_record(cards=[card("C1", "subtype"), card("R2", "red-flag")])
+    second = call_record(cards=[card("C1", "subtype")])
+    silent_rule = call_record(cards=[{"uuid": "u-1", "summary": "s", "indicator": "info"}], rules_fired=["X9"])
+    for record in (first, second, silent_rule):
+        log.append_call(record)
+    log.append_feedback([
+        feedback(first, 0),
+        feedback(second, 0, outcome="accepted", accepted_suggestions=["s"]),
+        feedback(first, 1, outcome="accepted", accepted_suggestions=["s"]),
+    ])
+    by_rule, by_kind = card_stats(log.rows(kinds=["call"]), log.rows(kinds=["feedback"]))
+    assert dict(by_rule.shown) == {"C1": 2, "R2": 1, "X9": 1}
+    assert (by_rule.accepted["C1"], by_rule.overridden["C1"], by_rule.accepted["R2"]) == (1, 1, 1)
+    assert dict(by_kind.shown) == {"subtype": 2, "red-flag": 1, "(none)": 1}
+    assert "| C1 | 2 | 1 | 1 | 50% |" in by_rule.table("rule id")

@@ -1,0 +1,89 @@
+"""Prefetch values: resource, searchset Bundle, null, OperationOutcome (CDS Hooks 2.0 prefetch)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_mappings import classify_prefetch_value
+from tests.fhir_mappings.builders import observation
+
+OUTCOME = {
+    "resourceType": "OperationOutcome",
+    "issue": [{"severity": "error", "code": "forbidden", "diagnostics": "access denied"}],
+}
+
+
+def bundle(*entries: Any, link: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    value: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "entry": list(entries)}
+    if link is not None:
+        value["link"] = link
+    return value
+
+
+def test_null_prefetch() -> None:
+    result = classify_prefetch_value(None)
+    assert (result.kind, result.resources, result.issues) == ("null", (), ())
+
+
+def test_single_resource_is_present() -> None:
+    patient = {"resourceType": "Patient", "id": "p1"}
+    result = classify_prefetch_value(patient)
+    assert result.kind == "present"
+    assert result.resources == (patient,)
+
+
+def test_operation_outcome_alone() -> None:
+    result = classify_prefetch_value(OUTCOME)
+    assert result.kind == "operation-outcome"
+    assert result.outcomes[0]["issue"][0]["diagnostics"] == "access denied"
+    assert result.resources == ()
+
+
+def test_searchset_bundle_unwraps_resources_and_keeps_the_next_link() -> None:
+    first, second = observation("2777-1", rid="a"), observation("17861-6", rid="b")
+    value = bundle(
+        {"resource": first, "search": {"mode": "match"}},
+        {"resource": second},
+        link=[
+            {"relation": "self", "url": "https://ehr/fhir/Observation?patient=1"},
+            {"relation": "next", "url": "https://ehr/fhir/Observation?patient=1&page=2"},
+        ],
+    )
+    result = classify_prefetch_value(value)
+    assert result.kind == "present"
+    assert [r["id"] for r in result.resources] == ["a", "b"]
+    assert result.next_link == "https://ehr/fhir/Observation?patient=1&page=2"
+
+
+def test_empty_bundle_is_present_with_no_resources() -> None:
+    result = classify_prefetch_value(bundle())
+    assert (result.kind, result.resources, result.next_link) == ("present", (), None)
+
+
+def test_bundle_holding_only_an_operation_outcome() -> None:
+    result = classify_prefetch_value(bundle({"resource": OUTCOME, "search": {"mode": "outcome"}}))
+    assert result.kind == "operation-outcome"
+    assert len(result.outcomes) == 1
+
+
+def test_outcome_entry_beside_resources_keeps_the_resources() -> None:
+    result = classify_prefetch_value(bundle({"resource": observation("2777-1")}, {"resource": OUTCOME}))
+    assert result.kind == "present"
+    assert len(result.resources) == 1 and len(result.outcomes) == 1
+
+
+def test_malformed_entries_are_skipped_and_reported_never_raised() -> None:
+    good = observation("2777-1", rid="good")
+    result = classify_prefetch_value(
+        bundle({"resource": good}, "not an entry", {"resource": ["x"]}, {"resource": {"id": "no-type"}}, {})
+    )
+    assert [r["id"] for r in result.resources] == ["good"]
+    assert len(result.issues) == 3
+    assert {issue.kind for issue in result.issues} == {"malformed-resource"}
+
+
+def test_non_resource_prefetch_value_is_treated_as_absent_with_an_issue() -> None:
+    for value in ("text", 42, ["a"], {"no": "resourceType"}):
+        result = classify_prefetch_value(value)
+        assert result.kind == "null"
+        assert len(result.issues) == 1

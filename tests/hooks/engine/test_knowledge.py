@@ -1,0 +1,135 @@
+"""The knowledge files are coherent: a clinician's edit that breaks them fails here, not at the bedside."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from importlib import resources
+from typing import Any
+
+import pytest
+
+from fhir_mappings.terminology import concept_groups, concept_ids, is_emittable, loinc_codes_for
+from hooks.engine.knowledge import load_knowledge
+from hooks.engine.predicates import KNOWN_PREDICATES
+
+K = load_knowledge()
+ISSUE_OPTIONS = {
+    "calcium-channel-blocker", "colchicine", "surgical-excision", "sodium-thiosulfate-topical", "sodium-thiosulfate-iv",
+    "bisphosphonate", "warfarin", "minocycline", "ceftriaxone", "ivig", "probenecid", "aluminium-hydroxide", "laser",
+    "shock-wave-lithotripsy", "stop-warfarin", "stop-calcium-vitamin-d", "non-calcium-phosphate-binder", "cinacalcet",
+    "parathyroidectomy", "treat-underlying-disease", "wound-care",
+}
+WORKUP_ITEMS = ["calcium", "phosphate", "albumin", "renal-function", "pth", "vitamin-d-25", "vitamin-d-1-25",
+                "alkaline-phosphatase", "magnesium", "bicarbonate", "lupus-serology", "ssc-serology", "myositis-workup",
+                "ace"]
+
+
+def _predicates() -> Iterator[tuple[str, dict[str, Any]]]:
+    for rule in K.rules:
+        yield rule.id, rule.when
+    for name, gate in K.gates.items():
+        yield name, gate
+    for flag in (*K.flags, *K.risks):
+        yield flag.id, flag.when
+    for factor in (*K.risk_factors_major, *K.risk_factors_minor):
+        yield factor.id, factor.when
+    for item in K.workup:
+        if item.needed_when:
+            yield item.id, item.needed_when
+    for option in K.options:
+        if option.requires:
+            yield option.id, option.requires
+    for caution in K.cautions:
+        yield caution.id, caution.when
+
+
+def _walk(node: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key, value
+            if key in {"all", "any"}:
+                for child in value:
+                    yield from _walk(child)
+            elif key == "not":
+                yield from _walk(value)
+
+
+PREDICATES = list(_predicates())
+
+
+@pytest.mark.parametrize(("owner", "predicate"), PREDICATES, ids=[owner for owner, _ in PREDICATES])
+def test_every_predicate_and_every_code_it_names_exists(owner: str, predicate: dict[str, Any]) -> None:
+    conditions = set(concept_ids("condition"))
+    medications = set(concept_ids("medication"))
+    drug_classes = {g for m in medications for g in concept_groups(m)}
+    labs = set(concept_ids("lab"))
+    sites = set(concept_ids("bodysite"))
+    for key, value in _walk(predicate):
+        assert key in KNOWN_PREDICATES, f"{owner}: unknown predicate {key}"
+        if key == "condition":
+            assert set(value) <= conditions, f"{owner}: {set(value) - conditions}"
+        elif key == "medication":
+            assert set(value["concepts"]) <= medications | drug_classes, owner
+        elif key in {"present", "antibody_positive"}:
+            assert set(value) <= labs, owner
+        elif key in {"lab_high", "lab_low"}:
+            assert value in labs, owner
+        elif key in {"lab_above", "lab_below", "lab_at_least", "lab_uln_multiple"}:
+            assert value["analyte"] in labs, owner
+        elif key in {"lesion_sites", "lesions_only_in"}:
+            assert set(value) <= sites, owner
+        elif key == "lesion_sites_min":
+            assert set(value["sites"]) <= sites, owner
+        elif key == "rule":
+            assert value in {r.id for r in K.rules}, owner
+        elif key == "gate":
+            assert value in K.gates, owner
+
+
+def test_rule_table_is_complete_and_cited() -> None:
+    assert [r.id for r in K.rules] == [f"R{i}" for i in range(1, 40)]
+    for rule in K.rules:
+        assert rule.basis and rule.finding.en and rule.finding.fr and rule.points
+
+
+def test_flags_risks_and_cautions_cite_their_sources() -> None:
+    for flag in (*K.flags, *K.risks):
+        assert flag.basis and flag.reference in K.references
+    for caution in K.cautions:
+        assert caution.basis.startswith("brief §6f")
+        assert caution.option in {o.id for o in K.options}
+    for reference in K.references.values():
+        assert reference.url is None or reference.url.startswith("https://")
+
+
+def test_therapy_vocabulary_covers_the_issue() -> None:
+    assert {o.id for o in K.options} >= ISSUE_OPTIONS
+
+
+def test_workup_vocabulary_and_order_codes() -> None:
+    assert [i.id for i in K.workup] == WORKUP_ITEMS
+    assert {a.id for a in K.advisory} == {"imaging", "biopsy"}
+    for item in K.workup:
+        for order in (item.order, item.order_fr):
+            if order is None:
+                continue
+            # The ordered code belongs to the analytes that satisfy the item, and may be emitted.
+            assert any(order.code in loinc_codes_for(a) for a in item.satisfied_by), item.id
+            assert is_emittable("http://loinc.org", order.code), item.id
+
+
+def test_version_and_content_hash() -> None:
+    names = ("ruleset.yaml", "rules.yaml", "red_flags.yaml", "workup.yaml", "therapy.yaml", "messages.yaml")
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(name.encode() + b"\0" + resources.files("hooks.engine").joinpath("knowledge", name).read_bytes()
+                      + b"\0")
+    assert K.content_hash == digest.hexdigest()
+    assert K.version.count(".") == 2
+
+
+def test_thresholds_match_the_brief() -> None:
+    t = K.thresholds
+    assert (t["ca_x_p_critical"], t["ca_x_p_ckd_warning"], t["calcium_critical"], t["calcium_warning"]) == (70, 55, 14, 12)
+    assert (K.min_score, K.min_lead) == (4, 2)
