@@ -127,6 +127,23 @@ _HISTORY: Final = frozenset(
 _HISTORY_PHRASES: Final = ("ruled out",)
 # "non cicatrisé", "not healed": the wound is still open, which is the opposite of history.
 _HISTORY_UNDONE: Final = frozenset({"non", "not", "pas", "never", "jamais"})
+_NOT_DONE: Final = frozenset(
+    {
+        "not",
+        "pending",
+        "planned",
+        "scheduled",
+        "requested",
+        "awaited",
+        "pas",
+        "prevue",
+        "programmee",
+        "envisagee",
+        "demandee",
+        "attente",
+        "faire",
+    }
+)
 _CLAUSE_SPLIT: Final = re.compile(r"[.;:!?\n\r]+")
 _CONJUNCTIONS: Final = re.compile(r"\b(?:but|however|although|mais|cependant|with|avec|and|et)\b")
 _NEGATION_WINDOW: Final = 6
@@ -156,6 +173,10 @@ def _is_negated(folded: str, start: int) -> bool:
     return any(word in _NEGATIONS for word in before[-_NEGATION_WINDOW:])
 
 
+def _not_done(folded: str, end: int) -> bool:
+    return any(word in _NOT_DONE for word in folded[end:].split()[:_NEGATION_WINDOW])
+
+
 def _positive_kinds(folded: str) -> set[str]:
     words = folded.split()
     if _is_historical(words, folded):
@@ -163,9 +184,13 @@ def _positive_kinds(folded: str) -> set[str]:
     found: set[str] = set()
     for kind, pattern in _PATTERNS.items():
         for match in pattern.finditer(folded):
-            if not _is_negated(folded, match.start()):
-                found.add(kind)
-                break
+            if _is_negated(folded, match.start()):
+                continue
+            # A biopsy that is planned or not done yet shows nothing (R38 needs a reported result).
+            if kind == "biopsy" and _not_done(folded, match.end()):
+                continue
+            found.add(kind)
+            break
     return found
 
 

@@ -424,9 +424,11 @@ async def handle_service_call(service_id: str, request: Request, runtime: Runtim
         locale = preferred_locale(request.headers.get("accept-language"), settings.locale)
         record.locale = locale
         authorization = cds_request.fhirAuthorization
-        if authorization is not None and authorization.patient and authorization.patient != context.patientId:
-            raise BadRequest("fhirAuthorization.patient does not match context.patientId",
-                             expression=["fhirAuthorization.patient"])
+        # Security brief §2.2: a token scoped to another patient is never used; the data it would have fetched
+        # is then unobtainable (412 when essential), while a complete prefetch is still answered.
+        token_refused = bool(
+            authorization is not None and authorization.patient and authorization.patient != context.patientId
+        )
         context_values = context.model_dump()
         deadline = time.monotonic() + settings.fhir_deadline_s
         data = await resolve_prefetch(
@@ -434,11 +436,16 @@ async def handle_service_call(service_id: str, request: Request, runtime: Runtim
             templates=service.prefetch,
             context=context_values,
             fhir_server=cds_request.fhirServer,
-            access_token=authorization.access_token.get_secret_value() if authorization else None,
-            fetcher=runtime.fetcher,
+            access_token=authorization.access_token.get_secret_value() if authorization and not token_refused else None,
+            fetcher=None if token_refused else runtime.fetcher,
             allowed_bases=tuple(settings.fhir_allowed_bases) + caller.fhir_servers,
             deadline=deadline,
         )
+        if token_refused:
+            data.token_use = "not-used"
+            for key_data in data.keys.values():
+                if not key_data.obtained:
+                    key_data.failure = "fhirAuthorization.patient does not match context.patientId; the token was not used"
         _record_data(record, data, raw)
         for key in sorted(service.essential_keys):
             key_data = data.keys.get(key)

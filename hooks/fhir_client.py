@@ -152,7 +152,7 @@ class CircuitBreaker:
         state.failures += 1
         if state.probing or state.failures >= self.threshold:
             if state.opened_at is None or state.probing:
-                log.warning("FHIR circuit breaker opened after %d consecutive failures", state.failures)
+                log.warning("FHIR circuit breaker for %s opened after %d consecutive failures", base, state.failures)
             state.opened_at = self.clock()
         state.probing = False
 
@@ -408,6 +408,11 @@ class HttpxFhirFetcher:
             return _Attempt(
                 None, [query], failure.reason, rejected=rejected, retryable=failure.unavailable, token_sent=bool(token)
             )
+        except asyncio.CancelledError:
+            # Cancelled from outside (the caller went away): a probe must not leave the breaker stuck half-open.
+            if probe:
+                self.breaker.release_probe(base)
+            raise
         except TimeoutError:
             cut_by_deadline = budget < self.settings.fhir_request_timeout_s
             if cut_by_deadline and probe:

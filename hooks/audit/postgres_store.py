@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from hooks.audit.sql import AuditLog, Migration
+from hooks.audit.sql import AuditLog, Migration, core_schema
 from hooks.audit.store import AuditError
 
 __all__ = ["CHAIN_LOCK", "PostgresAuditLog", "least_privilege_grants"]
@@ -34,38 +34,7 @@ def _append_only(table: str) -> list[str]:
 
 
 _V1 = [
-    """CREATE TABLE audit_log (
-        seq BIGINT PRIMARY KEY,
-        kind TEXT NOT NULL CHECK (kind IN ('call', 'feedback', 'access')),
-        record_id TEXT NOT NULL UNIQUE,
-        occurred_at TEXT NOT NULL,
-        service_id TEXT,
-        hook TEXT,
-        hook_instance TEXT,
-        patient_ref TEXT,
-        http_status INTEGER,
-        iss TEXT,
-        tenant TEXT,
-        card_uuid TEXT,
-        dedupe_key TEXT UNIQUE,
-        document TEXT NOT NULL,
-        hash TEXT NOT NULL
-    )""",
-    "CREATE INDEX audit_log_time ON audit_log (occurred_at)",
-    "CREATE INDEX audit_log_patient ON audit_log (patient_ref, occurred_at)",
-    "CREATE INDEX audit_log_service ON audit_log (service_id, occurred_at)",
-    "CREATE INDEX audit_log_hook_instance ON audit_log (hook_instance)",
-    "CREATE INDEX audit_log_status ON audit_log (http_status, occurred_at)",
-    """CREATE TABLE card_index (
-        card_uuid TEXT NOT NULL,
-        seq BIGINT NOT NULL REFERENCES audit_log (seq),
-        hook_instance TEXT,
-        service_id TEXT,
-        patient_ref TEXT,
-        iss TEXT,
-        tenant TEXT,
-        PRIMARY KEY (card_uuid, seq)
-    )""",
+    *core_schema("BIGINT", "DOUBLE PRECISION"),
     """CREATE FUNCTION audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP;
@@ -73,13 +42,6 @@ _V1 = [
     $$""",
     *_append_only("audit_log"),
     *_append_only("card_index"),
-    """CREATE TABLE seen_jti (
-        iss TEXT NOT NULL,
-        jti TEXT NOT NULL,
-        expires_at DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (iss, jti)
-    )""",
-    "CREATE INDEX seen_jti_expiry ON seen_jti (expires_at)",
 ]
 
 

@@ -34,7 +34,7 @@ from hooks.audit.codec import (
 from hooks.audit.records import FeedbackRecord, HookCallRecord
 from hooks.audit.store import AuditError, FeedbackResult
 
-__all__ = ["SCHEMA_VERSION", "AuditLog", "Migration", "SqlAuditStore", "StoredRow"]
+__all__ = ["SCHEMA_VERSION", "AuditLog", "Migration", "SqlAuditStore", "StoredRow", "core_schema"]
 
 # Bumped with every entry appended to a backend's ``migrations()``; a database newer than the code is refused.
 SCHEMA_VERSION = 1
@@ -55,6 +55,55 @@ _CARD_INDEX = (
     "INSERT INTO card_index (card_uuid, seq, hook_instance, service_id, patient_ref, iss, tenant) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+def core_schema(big_integer: str, real: str) -> list[str]:
+    """Tables and indexes both backends share (migration 1); each adds its own append-only triggers.
+
+    ``occurred_at`` is fixed-width UTC ISO 8601 text on both, so the hashed row is byte-identical
+    whichever backend wrote it and an archive verifies without knowing where it came from.
+    """
+    return [
+        f"""CREATE TABLE audit_log (
+            seq {big_integer} PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('call', 'feedback', 'access')),
+            record_id TEXT NOT NULL UNIQUE,
+            occurred_at TEXT NOT NULL,
+            service_id TEXT,
+            hook TEXT,
+            hook_instance TEXT,
+            patient_ref TEXT,
+            http_status INTEGER,
+            iss TEXT,
+            tenant TEXT,
+            card_uuid TEXT,
+            dedupe_key TEXT UNIQUE,
+            document TEXT NOT NULL,
+            hash TEXT NOT NULL
+        )""",
+        "CREATE INDEX audit_log_time ON audit_log (occurred_at)",
+        "CREATE INDEX audit_log_patient ON audit_log (patient_ref, occurred_at)",
+        "CREATE INDEX audit_log_service ON audit_log (service_id, occurred_at)",
+        "CREATE INDEX audit_log_hook_instance ON audit_log (hook_instance)",
+        "CREATE INDEX audit_log_status ON audit_log (http_status, occurred_at)",
+        f"""CREATE TABLE card_index (
+            card_uuid TEXT NOT NULL,
+            seq {big_integer} NOT NULL REFERENCES audit_log (seq),
+            hook_instance TEXT,
+            service_id TEXT,
+            patient_ref TEXT,
+            iss TEXT,
+            tenant TEXT,
+            PRIMARY KEY (card_uuid, seq)
+        )""",
+        f"""CREATE TABLE seen_jti (
+            iss TEXT NOT NULL,
+            jti TEXT NOT NULL,
+            expires_at {real} NOT NULL,
+            PRIMARY KEY (iss, jti)
+        )""",
+        "CREATE INDEX seen_jti_expiry ON seen_jti (expires_at)",
+    ]
 
 
 class AuditLog(ABC):

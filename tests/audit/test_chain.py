@@ -4,6 +4,9 @@ deletes or reorders rows; ``verify`` names the first broken ``seq``. Both backen
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -33,51 +36,34 @@ def test_an_untouched_chain_verifies(five: AuditLog) -> None:
     assert [row["kind"] for row in five.rows()] == ["call", "feedback", "call", "feedback", "access"]
 
 
-def test_an_edited_document_is_caught_at_its_seq(five: AuditLog, audit_dsn: str) -> None:
-    drop_triggers(audit_dsn)
-    raw_execute(audit_dsn, "UPDATE audit_log SET document = replace(document, 'Patient/456', 'Patient/789') "
-                           "WHERE seq = 3")
-    verdict = five.verify()
-    assert not verdict.ok
-    assert verdict.broken_seq == 3
-    assert "edited" in (verdict.reason or "")
-
-
-def test_an_edited_indexed_column_is_caught(five: AuditLog, audit_dsn: str) -> None:
+# What someone with database access (but not the key) might do, after dropping the triggers.
+TAMPERING = {
+    "edited document": (
+        ["UPDATE audit_log SET document = replace(document, 'Patient/456', 'Patient/789') WHERE seq = 3"],
+        3, "edited"),
     # Auditors filter on patient_ref; hiding a row from "everything about Patient/123" must show.
-    drop_triggers(audit_dsn)
-    raw_execute(audit_dsn, "UPDATE audit_log SET patient_ref = 'Patient/000' WHERE seq = 1")
-    assert five.verify().broken_seq == 1
+    "edited indexed column": (["UPDATE audit_log SET patient_ref = 'Patient/000' WHERE seq = 1"], 1, "edited"),
+    "deleted record": (["DELETE FROM card_index WHERE seq = 3", "DELETE FROM audit_log WHERE seq = 3"],
+                       3, "deleted"),
+    "deleted record, later seq renumbered": (
+        ["DELETE FROM audit_log WHERE seq = 5", "UPDATE audit_log SET seq = 5 WHERE seq = 4"], 4, "deleted"),
+    # Whole rows swapped, stored hashes included, through a free seq value.
+    "reordered records": (
+        ["UPDATE audit_log SET seq = 1000 WHERE seq = 2", "UPDATE audit_log SET seq = 2 WHERE seq = 4",
+         "UPDATE audit_log SET seq = 4 WHERE seq = 1000"], 2, "moved"),
+}
 
 
-def test_a_deleted_record_is_caught(five: AuditLog, audit_dsn: str) -> None:
+@pytest.mark.parametrize("attack", list(TAMPERING))
+def test_tampering_is_caught_at_the_first_changed_seq(five: AuditLog, audit_dsn: str, attack: str) -> None:
+    statements, broken_seq, why = TAMPERING[attack]
     drop_triggers(audit_dsn)
-    raw_execute(audit_dsn, "DELETE FROM card_index WHERE seq = 3", "DELETE FROM audit_log WHERE seq = 3")
+    raw_execute(audit_dsn, *statements)
     verdict = five.verify()
     assert not verdict.ok
-    assert verdict.broken_seq == 3
-    assert "deleted" in (verdict.reason or "")
-
-
-def test_a_deleted_record_with_seq_renumbered_is_caught(five: AuditLog, audit_dsn: str) -> None:
-    drop_triggers(audit_dsn)
-    raw_execute(audit_dsn, "DELETE FROM audit_log WHERE seq = 5")
-    raw_execute(audit_dsn, "UPDATE audit_log SET seq = 5 WHERE seq = 4")
-    assert five.verify().broken_seq == 4
-
-
-def test_reordered_records_are_caught(five: AuditLog, audit_dsn: str) -> None:
-    drop_triggers(audit_dsn)
-    # Swap rows 2 and 4 (whole rows, stored hashes included) through a free seq value.
-    raw_execute(
-        audit_dsn,
-        "UPDATE audit_log SET seq = 1000 WHERE seq = 2",
-        "UPDATE audit_log SET seq = 2 WHERE seq = 4",
-        "UPDATE audit_log SET seq = 4 WHERE seq = 1000",
-    )
-    verdict = five.verify()
-    assert not verdict.ok
-    assert verdict.broken_seq == 2
+    assert verdict.broken_seq == broken_seq
+    assert why in (verdict.reason or "")
+    assert f"BROKEN at seq {broken_seq}" in verdict.describe()
 
 
 def test_a_different_key_does_not_verify(five: AuditLog, audit_dsn: str) -> None:
@@ -109,10 +95,6 @@ def test_a_chain_slice_verifies_from_its_previous_link(five: AuditLog) -> None:
 
 def test_two_processes_appending_together_keep_one_valid_chain(log: AuditLog, audit_dsn: str) -> None:
     """Two service instances sharing one store (brief §3.4: one chain serialised by the write lock)."""
-    import subprocess
-    import sys
-    import time
-
     count, start_at = 150, time.time() + 1.5
     writers = [
         subprocess.Popen([sys.executable, "-m", "tests.audit.writer", audit_dsn, str(count), tenant, str(start_at)])

@@ -57,7 +57,8 @@ def access_rows(log: AuditLog) -> list[dict[str, Any]]:
 def test_verify_passes_then_fails_with_the_broken_seq(history: dict[str, Any], env: str,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "verify")
-    assert code == 0 and "chain OK: 6 records" in out
+    assert code == 0
+    assert "chain OK: 6 records" in out
     drop_triggers(env)
     raw_execute(env, "UPDATE audit_log SET http_status = 200 WHERE seq = 3")
     code, out, _ = run(capsys, "verify")
@@ -71,14 +72,16 @@ def test_the_installed_command_exits_non_zero_on_a_broken_chain(history: dict[st
     result = subprocess.run([str(VENV_CLI), "audit", "verify"], capture_output=True, text=True, timeout=60,
                             env=dict(os.environ), check=False)
     assert result.returncode == 1, result.stderr
-    assert "BROKEN at seq 2" in result.stdout and "deleted" in result.stdout
+    assert "BROKEN at seq 2" in result.stdout
+    assert "deleted" in result.stdout
 
 
 def test_verify_with_the_wrong_key_fails(history: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("CDS_AUDIT_KEY", "not-the-key")
     code, out, _ = run(capsys, "verify")
-    assert code == 1 and "BROKEN at seq 1" in out
+    assert code == 1
+    assert "BROKEN at seq 1" in out
 
 
 def test_a_missing_sqlite_database_is_an_error_not_a_new_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -86,7 +89,8 @@ def test_a_missing_sqlite_database_is_an_error_not_a_new_file(tmp_path: Path, mo
     monkeypatch.setenv("CDS_AUDIT_KEY", "k")
     target = tmp_path / "nowhere.sqlite3"
     code, _, err = run(capsys, "verify", "--dsn", f"sqlite:///{target}")
-    assert code == 2 and "no audit database" in err
+    assert code == 2
+    assert "no audit database" in err
     assert not target.exists()
 
 
@@ -95,16 +99,25 @@ def test_show_tells_the_story_of_one_patient_and_is_itself_audited(history: dict
     first = history["first"]
     code, out, _ = run(capsys, "show", "--patient", "Patient/123", "--since", "2026-01-01", "--until", "2026-12-31")
     assert code == 0
-    assert "2026-11-21T09:00:00" in out and "calcinosis-assessment" in out and "patient-view" in out
-    assert "HTTP 200" in out and "HTTP 412" in out and "data-unobtainable" in out
+    assert "2026-11-21T09:00:00" in out
+    assert "calcinosis-assessment" in out
+    assert "patient-view" in out
+    assert "HTTP 200" in out
+    assert "HTTP 412" in out
+    assert "data-unobtainable" in out
     for shown in first.cards:
         assert f"[{shown['indicator']}] {shown['summary']}" in out
     assert "rules fired: C1, R2" in out
-    assert "overridden" in out and "accepted" in out and "Not relevant" in out
-    assert "Patient/456" not in out and "2027-" not in out.split("hook call(s)")[0]
-    assert "3 hook call(s)" not in out and "2 hook call(s)" in out
+    assert "overridden" in out
+    assert "accepted" in out
+    assert "Not relevant" in out
+    assert "Patient/456" not in out
+    assert "2027-" not in out.split("hook call(s)")[0]
+    assert "3 hook call(s)" not in out
+    assert "2 hook call(s)" in out
     (access,) = access_rows(log)
-    assert access["action"] == "show" and access["filters"]["patient"] == "Patient/123"
+    assert access["action"] == "show"
+    assert access["filters"]["patient"] == "Patient/123"
     assert access["filters"]["until"].startswith("2027-01-01")  # a bare --until date includes that day
 
 
@@ -119,7 +132,8 @@ def test_fhir_exports_are_valid_ndjson(history: dict[str, Any], capsys: pytest.C
     assert len(lines) == expected + (1 if fmt == "auditevent" else 0)
     for line in lines:
         model.model_validate(orjson.loads(line))
-    assert f"exported {len(lines)} {fmt}" in err and "chain head seq" in err
+    assert f"exported {len(lines)} {fmt}" in err
+    assert "chain head seq" in err
 
 
 def test_a_patient_export_holds_only_that_patient(history: dict[str, Any], capsys: pytest.CaptureFixture[str],
@@ -128,7 +142,8 @@ def test_a_patient_export_holds_only_that_patient(history: dict[str, Any], capsy
     target.parent.mkdir()
     code, out, _ = run(capsys, "export", "--format", "auditevent", "--patient", "Patient/123",
                        "--since", "2026-11-01", "--until", "2026-11-30", "--output", str(target))
-    assert code == 0 and out == ""
+    assert code == 0
+    assert out == ""
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     events = [AuditEvent.model_validate(orjson.loads(line)) for line in target.read_bytes().splitlines()]
     patients = {e.what.reference for event in events for e in event.entity if e.role and e.role.code == "1"}
@@ -146,13 +161,15 @@ def test_a_raw_archive_reverifies_offline(history: dict[str, Any], log: AuditLog
     assert orjson.loads(lines[0])["document"]["record_id"] == history["first"].record_id
     head_seq, head_hash = log.head()
     code, out, _ = run(capsys, "verify", "--file", str(archive), "--expect-head", f"{head_seq}:{head_hash}")
-    assert code == 0 and "recorded head seq" in out
+    assert code == 0
+    assert "recorded head seq" in out
 
     edited = [orjson.loads(line) for line in lines]
     edited[1]["document"]["patient_ref"] = "Patient/000"
     archive.write_bytes(b"\n".join(orjson.dumps(item) for item in edited))
     code, out, _ = run(capsys, "verify", "--file", str(archive))
-    assert code == 1 and "BROKEN at seq 2" in out
+    assert code == 1
+    assert "BROKEN at seq 2" in out
 
 
 def test_expect_head_catches_a_chain_rewritten_with_the_key(history: dict[str, Any], log: AuditLog, env: str,
@@ -160,12 +177,13 @@ def test_expect_head_catches_a_chain_rewritten_with_the_key(history: dict[str, A
     head_seq, head_hash = log.head()
     # Someone holding the key drops the last rows and re-appends: the chain is valid, the head is not.
     drop_triggers(env)
-    raw_execute(env, f"DELETE FROM card_index WHERE seq >= {head_seq - 1}",
-                f"DELETE FROM audit_log WHERE seq >= {head_seq - 1}")
+    cut = head_seq - 1
+    raw_execute(env, f"DELETE FROM card_index WHERE seq >= {cut}", f"DELETE FROM audit_log WHERE seq >= {cut}")  # noqa: S608
     log.append_call(call_record())
     log.append_call(call_record())
     code, out, _ = run(capsys, "verify", "--expect-head", f"{head_seq}:{head_hash}")
-    assert code == 1 and "against the recorded head" in out
+    assert code == 1
+    assert "against the recorded head" in out
 
 
 def test_stats_give_override_rates_per_rule_and_kind(history: dict[str, Any], log: AuditLog,
@@ -186,16 +204,19 @@ def test_reads_leave_access_rows_in_the_chain(history: dict[str, Any], log: Audi
     assert [a["action"] for a in access_rows(log)] == ["show", "export"]
     assert all(a["os_user"] and a["host"] for a in access_rows(log))
     code, out, _ = run(capsys, "verify")
-    assert code == 0 and "8 records" in out
+    assert code == 0
+    assert "8 records" in out
 
 
 def test_migrate_reports_the_schema_version(history: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "migrate")
-    assert code == 0 and "version 1" in out
+    assert code == 0
+    assert "version 1" in out
 
 
 def test_a_production_cli_without_a_key_refuses(env: str, monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("CDS_AUDIT_KEY")
     code, _, err = run(capsys, "verify")
-    assert code == 2 and "CDS_AUDIT_KEY" in err
+    assert code == 2
+    assert "CDS_AUDIT_KEY" in err

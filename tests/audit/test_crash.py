@@ -103,7 +103,7 @@ def wait_healthy(base_url: str, process: subprocess.Popen[bytes], log_file: Path
     pytest.fail("the service did not answer /healthz within 20 s")
 
 
-async def test_kill_9_loses_no_acknowledged_audit_record(audit_dsn: str, tmp_path: Path) -> None:
+def test_kill_9_loses_no_acknowledged_audit_record(audit_dsn: str, tmp_path: Path) -> None:
     started = time.monotonic()
     port = free_port()
     env = dict(os.environ, CDS_ENVIRONMENT="development", CDS_AUDIT_DSN=audit_dsn, CDS_AUDIT_KEY=TEST_KEY.decode(),
@@ -114,8 +114,8 @@ async def test_kill_9_loses_no_acknowledged_audit_record(audit_dsn: str, tmp_pat
                                    env=env, stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
         base_url = f"http://127.0.0.1:{port}"
-        await asyncio.to_thread(wait_healthy, base_url, process, log_file)
-        figures = await drive(base_url, process)
+        wait_healthy(base_url, process, log_file)
+        figures = asyncio.run(drive(base_url, process))
     finally:
         if process.poll() is None:
             process.kill()
@@ -134,7 +134,8 @@ async def test_kill_9_loses_no_acknowledged_audit_record(audit_dsn: str, tmp_pat
           f"failed in flight {figures['failed']}, {time.monotonic() - started:.1f} s")
 
     assert figures["statuses"].get(200, 0) >= KILL_AFTER_RESPONSES, f"too few 200s: {figures['statuses']}"
-    assert figures["killed_mid_load"] and figures["failed"] >= 1, "the kill did not interrupt requests in flight"
+    assert figures["killed_mid_load"], "the service was never killed under load"
+    assert figures["failed"] >= 1, "the kill did not interrupt any request in flight"
     assert lost == []
     assert verdict.ok, verdict.describe()
     cli = subprocess.run([str(CLI), "audit", "verify"], env=env, capture_output=True, text=True, timeout=60,

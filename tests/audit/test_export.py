@@ -38,10 +38,12 @@ def test_every_row_exports_as_a_valid_audit_event(log: AuditLog) -> None:
     assert (ok.type.code, ok.subtype[0].code, ok.action, ok.outcome) == ("rest", "operation", "E", "0")
     patient = [e for e in ok.entity if e.role and e.role.code == "1"]
     assert len(patient) == 1
-    assert patient[0].what.reference == "Patient/123" and patient[0].type.code == "1"
+    assert patient[0].what.reference == "Patient/123"
+    assert patient[0].type.code == "1"
     roles = {agent.type.coding[0].code: agent for agent in ok.agent}
     assert set(roles) == {"110153", "110152", "IRCP"}
-    assert roles["IRCP"].requestor is True and roles["IRCP"].who.reference == "Practitioner/17"
+    assert roles["IRCP"].requestor is True
+    assert roles["IRCP"].who.reference == "Practitioner/17"
     assert roles["110153"].who.identifier.value == "https://ehr.example.org"
     assert roles["110153"].policy == [f"urn:ietf:params:oauth:jti:{records['ok'].jti}"]
     queries = [e for e in ok.entity if e.role and e.role.code == "24"]
@@ -79,7 +81,8 @@ def test_hook_calls_export_as_valid_guidance_responses(log: AuditLog) -> None:
 
     assert responses[records["failed"].record_id].status == "data-required"
     failed = responses[records["broken"].record_id]
-    assert failed.status == "failure" and failed.evaluationMessage[0].reference == "#outcome"
+    assert failed.status == "failure"
+    assert failed.evaluationMessage[0].reference == "#outcome"
 
 
 def test_stats_count_shown_accepted_and_overridden_per_rule_and_kind(log: AuditLog) -> None:

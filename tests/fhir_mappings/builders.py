@@ -80,7 +80,11 @@ def condition(
 
 
 def medication_request(
-    *, rid: str = "m1", status: str = "active", codings: list[dict[str, str]] | None = None, text: str | None = None,
+    *,
+    rid: str = "m1",
+    status: str = "active",
+    codings: list[dict[str, str]] | None = None,
+    text: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     concept: dict[str, Any] = {}

@@ -42,8 +42,21 @@ def test_egfr_decreases_as_creatinine_rises(sex: str, age: float, low: float, de
 
 @pytest.mark.parametrize(
     ("egfr", "category"),
-    [(95, "G1"), (90, "G1"), (89.4, "G2"), (60, "G2"), (59.6, "G2"), (59.4, "G3a"), (45, "G3a"),
-     (44, "G3b"), (30, "G3b"), (29, "G4"), (15, "G4"), (14.4, "G5"), (5, "G5")],
+    [
+        (95, "G1"),
+        (90, "G1"),
+        (89.4, "G2"),
+        (60, "G2"),
+        (59.6, "G2"),
+        (59.4, "G3a"),
+        (45, "G3a"),
+        (44, "G3b"),
+        (30, "G3b"),
+        (29, "G4"),
+        (15, "G4"),
+        (14.4, "G5"),
+        (5, "G5"),
+    ],
 )
 def test_kdigo_categories_on_the_whole_number_labs_report(egfr: float, category: str) -> None:
     assert kdigo_g_category(egfr) == category

@@ -98,7 +98,8 @@ def test_preliminary_result_is_used_and_flagged() -> None:
     latest = facts(observations=[observation("2777-1", value=5.1, unit="mg/dL", status="preliminary")]).latest(
         "phosphate"
     )
-    assert latest is not None and latest.value == 5.1
+    assert latest is not None
+    assert latest.value == 5.1
     assert "preliminary" in latest.flags
 
 
@@ -106,7 +107,8 @@ def test_result_without_effective_date_is_history_only() -> None:
     dated = observation("2777-1", rid="dated", value=3.0, unit="mg/dL", when="2026-01-10T08:00:00Z")
     undated = observation("2777-1", rid="undated", value=6.0, unit="mg/dL", when=None)
     series = facts(observations=[undated, dated]).labs["phosphate"]
-    assert series.latest is not None and series.latest.provenance.resource_id == "dated"
+    assert series.latest is not None
+    assert series.latest.provenance.resource_id == "dated"
     assert [v.provenance.resource_id for v in series.history] == ["dated", "undated"]
     assert "no-effective-date" in series.history[1].flags
 
@@ -114,7 +116,8 @@ def test_result_without_effective_date_is_history_only() -> None:
 def test_effective_period_start_is_the_draw_time() -> None:
     obs = observation("2777-1", value=3.0, unit="mg/dL", when=None, effectivePeriod={"start": "2026-02-01"})
     latest = facts(observations=[obs]).latest("phosphate")
-    assert latest is not None and latest.effective == datetime(2026, 2, 1, tzinfo=UTC)
+    assert latest is not None
+    assert latest.effective == datetime(2026, 2, 1, tzinfo=UTC)
 
 
 def test_chemistry_look_back_window_is_90_days_by_default() -> None:
@@ -140,7 +143,8 @@ def test_newest_current_value_wins_and_history_is_newest_first() -> None:
         observation("2000-8", rid="b", value=2.4, unit="mmol/L", when="2026-02-01T08:00:00Z"),
     ]
     series = facts(observations=values).labs["calcium_total"]
-    assert series.latest is not None and series.latest.provenance.resource_id == "c"
+    assert series.latest is not None
+    assert series.latest.provenance.resource_id == "c"
     assert [v.provenance.resource_id for v in series.history] == ["c", "b", "a"]
 
 
@@ -152,7 +156,8 @@ def test_lab_reference_range_is_converted_and_preferred_over_the_default() -> No
         referenceRange=[{"low": quantity(2.2, "mmol/L"), "high": quantity(2.6, "mmol/L")}],
     )
     latest = facts(observations=[obs]).latest("calcium_total")
-    assert latest is not None and latest.reference_range is not None
+    assert latest is not None
+    assert latest.reference_range is not None
     assert latest.reference_range.source == "observation"
     assert latest.reference_range.high == pytest.approx(2.6 * 4.008)
     assert latest.is_high is True
@@ -160,7 +165,8 @@ def test_lab_reference_range_is_converted_and_preferred_over_the_default() -> No
 
 def test_default_range_is_the_first_range_of_the_brief() -> None:
     pth = facts(observations=[observation("2731-8", value=70, unit="pg/mL")]).latest("pth_intact")
-    assert pth is not None and pth.reference_range is not None
+    assert pth is not None
+    assert pth.reference_range is not None
     assert (pth.reference_range.low, pth.reference_range.high, pth.reference_range.source) == (15.0, 65.0, "default")
     assert pth.is_high is True
 
@@ -168,16 +174,20 @@ def test_default_range_is_the_first_range_of_the_brief() -> None:
 def test_phosphate_default_range_for_a_child() -> None:
     child = facts(patient=CHILD, observations=[observation("2777-1", value=5.5, unit="mg/dL")]).latest("phosphate")
     adult = facts(observations=[observation("2777-1", value=5.5, unit="mg/dL")]).latest("phosphate")
-    assert child is not None and child.reference_range is not None
+    assert child is not None
+    assert child.reference_range is not None
     assert (child.reference_range.low, child.reference_range.high) == (4.0, 7.0)
     assert child.is_high is False
-    assert adult is not None and adult.is_high is True
+    assert adult is not None
+    assert adult.is_high is True
 
 
 def test_interpretation_code_is_kept() -> None:
     obs = observation("2777-1", value=4.0, unit="mg/dL", interpretation=[{"coding": [{"code": "H"}]}])
     latest = facts(observations=[obs]).latest("phosphate")
-    assert latest is not None and latest.interpretation == "H" and latest.is_high is True
+    assert latest is not None
+    assert latest.interpretation == "H"
+    assert latest.is_high is True
 
 
 @pytest.mark.parametrize(
@@ -208,20 +218,25 @@ def test_ana_titers_use_the_1_80_threshold(titer: str, positive: bool) -> None:
 
 def test_titer_with_words_keeps_the_labs_word() -> None:
     latest = facts(observations=[observation("5048-4", valueString="Positive 1:40")]).latest("ana")
-    assert latest is not None and latest.value == 40 and latest.is_positive is True
+    assert latest is not None
+    assert latest.value == 40
+    assert latest.is_positive is True
 
 
 def test_ana_titer_as_ratio() -> None:
     obs = observation("5048-4", valueRatio={"numerator": {"value": 1}, "denominator": {"value": 640}})
     latest = facts(observations=[obs]).latest("ana")
-    assert latest is not None and (latest.value, latest.is_positive) == (640, True)
+    assert latest is not None
+    assert (latest.value, latest.is_positive) == (640, True)
 
 
 def test_dsdna_bands_when_the_lab_gives_no_range() -> None:
     low = facts(observations=[observation("5130-0", value=12, unit="[IU]/mL")]).latest("dsdna")
     high = facts(observations=[observation("5130-0", value=120, unit="[IU]/mL")]).latest("dsdna")
-    assert low is not None and low.is_positive is False
-    assert high is not None and high.is_positive is True
+    assert low is not None
+    assert low.is_positive is False
+    assert high is not None
+    assert high.is_positive is True
 
 
 def test_synthea_calcium_in_blood_is_not_read() -> None:
@@ -251,17 +266,19 @@ def test_egfr_prefers_ckd_epi_2021_among_current_values() -> None:
         observation("33914-3", rid="mdrd", value=45, unit="mL/min/{1.73_m2}", when="2026-02-20T08:00:00Z"),
     ]
     latest = facts(observations=values).latest("egfr")
-    assert latest is not None and latest.provenance.resource_id == "ckdepi"
+    assert latest is not None
+    assert latest.provenance.resource_id == "ckdepi"
 
 
 def test_age_and_sex_from_the_patient() -> None:
     result = facts(observations=[])
     assert result.sex == "female"
-    assert result.birth_date is not None and result.age_years == pytest.approx(55.7, abs=0.1)
+    assert result.birth_date is not None
+    assert result.age_years == pytest.approx(55.7, abs=0.1)
     assert result.pregnant is False
     assert result.now == NOW
 
 
 def test_naive_now_is_read_as_utc() -> None:
-    result = facts(now=datetime(2026, 3, 1, 12, 0))  # noqa: DTZ001 - the point of the test
+    result = facts(now=datetime(2026, 3, 1, 12, 0))
     assert result.now.tzinfo is not None

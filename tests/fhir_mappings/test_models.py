@@ -69,7 +69,8 @@ def test_bundle_holding_only_an_operation_outcome() -> None:
 def test_outcome_entry_beside_resources_keeps_the_resources() -> None:
     result = classify_prefetch_value(bundle({"resource": observation("2777-1")}, {"resource": OUTCOME}))
     assert result.kind == "present"
-    assert len(result.resources) == 1 and len(result.outcomes) == 1
+    assert len(result.resources) == 1
+    assert len(result.outcomes) == 1
 
 
 def test_malformed_entries_are_skipped_and_reported_never_raised() -> None:

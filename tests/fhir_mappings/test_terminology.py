@@ -179,7 +179,8 @@ def test_concept_display_in_english_and_french() -> None:
     assert t.concept_display("pth_intact", "fr") == "Parathormone intacte"
     assert t.concept_display("calciphylaxis", "fr") == "Calciphylaxie"
     for concept_id in t.concept_ids():
-        assert t.concept_display(concept_id, "en") and t.concept_display(concept_id, "fr")
+        assert t.concept_display(concept_id, "en")
+        assert t.concept_display(concept_id, "fr")
 
 
 def test_medication_name_matching_is_accent_and_case_insensitive() -> None:

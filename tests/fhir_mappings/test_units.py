@@ -124,7 +124,8 @@ def test_conversion_is_monotonic(case: tuple[str, str], a: float, b: float) -> N
     low, high = sorted((a, b))
     converted_low = to_canonical(analyte, low, code=code, unit=None)
     converted_high = to_canonical(analyte, high, code=code, unit=None)
-    assert isinstance(converted_low, Converted) and isinstance(converted_high, Converted)
+    assert isinstance(converted_low, Converted)
+    assert isinstance(converted_high, Converted)
     assert converted_low.value <= converted_high.value
 
 
