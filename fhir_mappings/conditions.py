@@ -3,7 +3,8 @@
 Implements the clinical brief §2a–§2d (ICD-10-CM, SNOMED CT and body-site codes), §2c and §9.5 (calcinosis
 and calciphylaxis detection: L94.2 in both ICD systems, SNOMED 237900002/717043006, ORPHA 280062/280065,
 17141001 on input; E83.59 / WHO E83.5 count as calciphylaxis ONLY together with an ulcer or necrosis skin
-code), §9.8 (FR Core: when the code is R69 or absent, text matching on ``code.text`` and ``note``), rule C5
+code), §9.8 (FR Core: when the code is R69 or absent, text matching on ``code.text`` and ``note``; this module reads
+both for every active Condition), rule C5
 (refuted/entered-in-error and negated text ignored) and §4d/§9.5 (KDIGO G category from eGFR or coded CKD,
 whichever is more severe; N18.5 + Z99.2 is ESRD on dialysis in French data).
 """
@@ -161,10 +162,9 @@ def read_condition(condition: Condition, collector: FindingsCollector, locales: 
         kind = FINDING_OF_CONCEPT.get(fact.concept)
         if kind is not None:
             collector.add(kind, Finding(kind, fact.provenance, None, when, sites))
-    # FR Core sends R69 (or no code) with free text when CIM-10 has no code (§9.8); notes are always read.
-    texts = [notes_text(condition.get("note", []))]
-    if not facts and code_text:
-        texts.insert(0, code_text)
+    # FR Core sends R69 (or no code) with free text when CIM-10 has no code (§9.8); a coded lesion's text
+    # often carries what the code cannot ("nodules fermes douloureux"), so code.text and notes are always read.
+    texts = [code_text or "", notes_text(condition.get("note", []))]
     lesion = any(fact.concept in FINDING_OF_CONCEPT for fact in facts.values())
     provenance = Provenance("Condition", resource_id, display=code_text)
     for text in texts:

@@ -2,7 +2,7 @@
 
 Implements the clinical brief §1 (LOINC analyte groups), §2a–§2d (ICD-10-CM, SNOMED CT, body sites),
 §3a–§3b (drug codes and names), §9.5 (WHO ICD-10 / CIM-10 URIs and code normalisation) and §9.7 (ATC URIs,
-matching order). The tables live in ``fhir_mappings/data/*.csv``; every row keeps the status and source
+matching order). The tables live in ``fhir_mappings/tables/*.csv``; every row keeps the status and source
 column of ``knowledge/clinical_codes.tsv`` verbatim. UNVERIFIED rows may be read but are never emittable.
 """
 
@@ -129,7 +129,7 @@ class _Tables:
 
 
 def _read_csv(name: str) -> Iterator[dict[str, str]]:
-    text = resources.files("fhir_mappings").joinpath("data", name).read_text(encoding="utf-8")
+    text = resources.files("fhir_mappings").joinpath("tables", name).read_text(encoding="utf-8")
     yield from csv.DictReader(io.StringIO(text))
 
 

@@ -266,6 +266,7 @@ def create_app(
     )
     _install_error_handlers(app)
     _install_routes(app)
+    _install_openapi(app)
     from hooks.wiring import install_middleware
 
     install_middleware(app, settings)
@@ -329,6 +330,26 @@ def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
 def _request_body(model: type[BaseModel]) -> dict[str, Any]:
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """Request bodies are read by hand (415/413/400 before parsing), so their schemas are declared through
+    ``openapi_extra``; their nested models must then be added to ``components`` for the refs to resolve."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = build()
+            components = spec.setdefault("components", {}).setdefault("schemas", {})
+            for path in spec.get("paths", {}).values():
+                for operation in path.values():
+                    content = operation.get("requestBody", {}).get("content", {})
+                    for media in content.values():
+                        components.update(media.get("schema", {}).pop("$defs", {}))
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _install_routes(app: FastAPI) -> None:

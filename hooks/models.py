@@ -88,7 +88,7 @@ class FhirAuthorization(_Incoming):
     model_config = ConfigDict(extra="allow", strict=True)
 
     access_token: SecretStr
-    token_type: str
+    token_type: str = Field(json_schema_extra={"pattern": "^[Bb][Ee][Aa][Rr][Ee][Rr]$"})
     expires_in: StrictInt
     scope: str
     subject: str
@@ -171,11 +171,15 @@ def context_model_for(hook: str) -> type[_HookContext]:
 class CdsRequest(_Incoming):
     """#calling-a-cds-service. ``context`` is validated per hook after dispatch on (id, hook)."""
 
-    hook: str = Field(min_length=1, max_length=128)
-    hookInstance: str
+    hook: str = Field(min_length=1, max_length=128, examples=["patient-view"])
+    hookInstance: str = Field(json_schema_extra={"format": "uuid"})
     fhirServer: str | None = Field(default=None, max_length=2048)
     fhirAuthorization: FhirAuthorization | None = None
-    context: dict[str, Any]
+    # Documented as the patient-view context; validated against the model of the hook actually called.
+    context: dict[str, Any] = Field(json_schema_extra={
+        "properties": {"userId": {"type": "string", "pattern": "^Practitioner/[A-Za-z0-9]{1,20}$"},
+                       "patientId": {"type": "string", "pattern": "^[A-Za-z0-9]{1,20}$"}},
+        "required": ["userId", "patientId"]})
     prefetch: dict[str, Any] | None = None
     extension: dict[str, Any] | None = None
 

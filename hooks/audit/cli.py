@@ -25,7 +25,7 @@ from typing import IO, Any
 import orjson
 from pydantic import ValidationError
 
-from hooks.audit.chain import ROW_COLUMNS, ChainVerdict, canonical_json, verify_rows
+from hooks.audit.chain import GENESIS, ROW_COLUMNS, ChainVerdict, canonical_json, verify_rows
 from hooks.audit.codec import utc_iso
 from hooks.audit.export import audit_event, card_kind, card_stats, guidance_response
 from hooks.audit.factory import audit_key, open_audit_log
@@ -193,16 +193,29 @@ def row_to_jsonl(row: StoredRow, prev_hash: str) -> bytes:
     return orjson.dumps(line) + b"\n"
 
 
+def _jsonl_lines(args: argparse.Namespace, log: AuditLog) -> Iterator[bytes]:
+    rows: Iterator[StoredRow]
+    if args.patient:
+        rows = log.rows(since=args.since, until=args.until, patient=args.patient)
+    else:
+        # A period is exported as the contiguous run of seq that covers it, so the archive re-verifies
+        # on its own (``verify --file``) even where arrival order and commit order differ at its edges.
+        span = log.seq_span(args.since, args.until)
+        rows = iter(()) if span is None else log.rows(from_seq=span[0], to_seq=span[1])
+    previous_seq, previous_hash = -1, ""
+    for row in rows:
+        seq = int(row["seq"])
+        link = previous_hash if previous_seq == seq - 1 else (log.hash_at(seq - 1) or GENESIS.hex())
+        yield row_to_jsonl(row, link)
+        previous_seq, previous_hash = seq, str(row["hash"])
+
+
 def _export_lines(args: argparse.Namespace, log: AuditLog, base_url: str) -> Iterator[bytes]:
+    if args.format == "jsonl":
+        yield from _jsonl_lines(args, log)
+        return
     kinds: Any = ["call"] if args.format == "guidanceresponse" else None
-    previous: str | None = None
     for row in log.rows(kinds=kinds, since=args.since, until=args.until, patient=args.patient):
-        if args.format == "jsonl":
-            # Filtered exports skip rows, so the link before each row is looked up rather than carried.
-            link = previous if previous is not None else log.hash_at(int(row["seq"]) - 1)
-            yield row_to_jsonl(row, link or "00" * 32)
-            previous = row["hash"] if not (args.since or args.until or args.patient) else None
-            continue
         resource = audit_event(row, base_url) if args.format == "auditevent" else guidance_response(row, base_url)
         if resource is not None:
             yield orjson.dumps(resource) + b"\n"

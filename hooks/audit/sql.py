@@ -300,10 +300,15 @@ class AuditLog(ABC):
         until: datetime | None = None,
         patient: str | None = None,
         hook_instance: str | None = None,
+        to_seq: int | None = None,
+        from_seq: int = 1,
     ) -> Iterator[StoredRow]:
         """Rows in ``seq`` order, fetched a page at a time so a large log never sits in memory."""
         where: list[str] = ["seq > ?"]
         params: list[Any] = []
+        if to_seq is not None:
+            where.append("seq <= ?")
+            params.append(to_seq)
         if kinds:
             where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
             params.extend(kinds)
@@ -322,7 +327,7 @@ class AuditLog(ABC):
         columns = (*ROW_COLUMNS, "hash")
         # Only fixed fragments and placeholders are joined here; every value travels as a parameter.
         sql = f"SELECT {', '.join(columns)} FROM audit_log WHERE {' AND '.join(where)} ORDER BY seq LIMIT {_PAGE}"  # noqa: S608
-        after = 0
+        after = from_seq - 1
         while True:
             with self._guard("read"):
                 page = self._rows(sql, (after, *params))
@@ -331,6 +336,23 @@ class AuditLog(ABC):
             if len(page) < _PAGE:
                 return
             after = int(page[-1][0])
+
+    def seq_span(self, since: datetime | None, until: datetime | None) -> tuple[int, int] | None:
+        """First and last ``seq`` recorded in a period. Rows commit in ``seq`` order but carry the time the
+        request arrived, so near the period's edges the two orders can differ by a few rows."""
+        where: list[str] = ["1 = 1"]
+        params: list[Any] = []
+        if since is not None:
+            where.append("occurred_at >= ?")
+            params.append(utc_iso(since))
+        if until is not None:
+            where.append("occurred_at < ?")
+            params.append(utc_iso(until))
+        with self._guard("read"):
+            low, high = self._rows(
+                f"SELECT MIN(seq), MAX(seq) FROM audit_log WHERE {' AND '.join(where)}", params  # noqa: S608
+            )[0]
+        return None if low is None else (int(low), int(high))
 
     def head(self) -> tuple[int, str]:
         with self._guard("read"):

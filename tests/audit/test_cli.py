@@ -220,3 +220,22 @@ def test_a_production_cli_without_a_key_refuses(env: str, monkeypatch: pytest.Mo
     code, _, err = run(capsys, "verify")
     assert code == 2
     assert "CDS_AUDIT_KEY" in err
+
+
+def test_a_period_archive_verifies_on_its_own(log: AuditLog, env: str, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    early, late, february = call_record(), call_record(), call_record()
+    early.received_at = early.received_at.replace(month=1, day=30)
+    late.received_at = late.received_at.replace(month=1, day=31, hour=23, minute=59)
+    february.received_at = february.received_at.replace(month=2, day=1, hour=0, minute=0)
+    # The late January call was slow: February's call committed before it (chain order != arrival order).
+    for record in (early, february, late, call_record(received_at=february.received_at.replace(day=2))):
+        log.append_call(record)
+    archive = tmp_path / "january.jsonl"
+    code, _, _ = run(capsys, "export", "--format", "jsonl", "--since", "2026-01-01", "--until", "2026-01-31",
+                     "--output", str(archive))
+    assert code == 0
+    seqs = [orjson.loads(line)["seq"] for line in archive.read_bytes().splitlines()]
+    assert seqs == [1, 2, 3]  # the run of seq covering January, February's edge row included
+    code, out, _ = run(capsys, "verify", "--file", str(archive))
+    assert code == 0, out

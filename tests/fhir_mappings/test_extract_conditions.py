@@ -123,6 +123,15 @@ def test_uncoded_condition_text_and_notes() -> None:
     assert "skin_abdomen" in result.skin.purpura_livedo[0].body_sites
 
 
+def test_text_of_a_coded_lesion_adds_pain_and_nodules() -> None:
+    coded = condition("L94.2", system=CIM10, text="Calcinose sous-cutanée diffuse : nodules fermes douloureux")
+    result = facts(conditions=[coded])
+    assert len(result.skin.calcinosis) == 1
+    assert result.skin.calcinosis[0].matched_text is None  # the coded finding wins over the text one
+    assert len(result.skin.nodule) == 1
+    assert len(result.skin.pain) == 1
+
+
 def test_notes_of_a_coded_lesion_add_findings_without_duplicating_the_coded_one() -> None:
     result = facts(conditions=[condition("L94.2", system=ICD10CM, note=[{"text": "calcinosis, tender"}])])
     assert len(result.skin.calcinosis) == 1

@@ -1,4 +1,4 @@
-"""Code tables (fhir_mappings/data/*.csv) and lookups: brief §1, §2, §3, §9.5, §9.7."""
+"""Code tables (fhir_mappings/tables/*.csv) and lookups: brief §1, §2, §3, §9.5, §9.7."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ CONCEPTS_WITH_CODES = {
 
 
 def _csv(name: str) -> list[dict[str, str]]:
-    text = resources.files("fhir_mappings").joinpath("data", name).read_text(encoding="utf-8")
+    text = resources.files("fhir_mappings").joinpath("tables", name).read_text(encoding="utf-8")
     return list(csv.DictReader(io.StringIO(text)))
 
 
