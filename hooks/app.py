@@ -445,11 +445,6 @@ async def handle_service_call(service_id: str, request: Request, runtime: Runtim
         locale = preferred_locale(request.headers.get("accept-language"), settings.locale)
         record.locale = locale
         authorization = cds_request.fhirAuthorization
-        # Security brief §2.2: a token scoped to another patient is never used; the data it would have fetched
-        # is then unobtainable (412 when essential), while a complete prefetch is still answered.
-        token_refused = bool(
-            authorization is not None and authorization.patient and authorization.patient != context.patientId
-        )
         context_values = context.model_dump()
         deadline = time.monotonic() + settings.fhir_deadline_s
         data = await resolve_prefetch(
@@ -457,21 +452,18 @@ async def handle_service_call(service_id: str, request: Request, runtime: Runtim
             templates=service.prefetch,
             context=context_values,
             fhir_server=cds_request.fhirServer,
-            access_token=authorization.access_token.get_secret_value() if authorization and not token_refused else None,
-            fetcher=None if token_refused else runtime.fetcher,
+            access_token=authorization.access_token.get_secret_value() if authorization else None,
+            # Security brief §2.2: a token scoped to another patient is never used (resolve_prefetch checks).
+            authorized_patient=authorization.patient if authorization else None,
+            fetcher=runtime.fetcher,
             allowed_bases=tuple(settings.fhir_allowed_bases) + caller.fhir_servers,
             deadline=deadline,
         )
-        if token_refused:
-            data.token_use = "not-used"
-            for key_data in data.keys.values():
-                if not key_data.obtained:
-                    key_data.failure = "fhirAuthorization.patient does not match context.patientId; the token was not used"
         _record_data(record, data, raw)
         for key in sorted(service.essential_keys):
-            key_data = data.keys.get(key)
-            if key_data is None or not key_data.obtained:
-                failure = key_data.failure if key_data and key_data.failure else "not obtainable"
+            essential = data.keys.get(key)
+            if essential is None or not essential.obtained:
+                failure = essential.failure if essential and essential.failure else "not obtainable"
                 raise PreconditionFailed(
                     f"CDS Hooks prefetch key '{key}' was absent or its data could not be obtained ({failure})",
                     expression=[f"prefetch.{key}"],
@@ -489,7 +481,7 @@ async def handle_service_call(service_id: str, request: Request, runtime: Runtim
     except CdsError as error:
         record.reason_class = getattr(error, "failure", None) or error.reason_class
         response = error_response(error)
-    except Exception as exc:  # noqa: BLE001 - a bug still leaves an audit record; the class only, no content
+    except Exception as exc:
         log.error("unhandled %s in service %s", type(exc).__name__, service_id)
         record.reason_class = f"internal-error:{type(exc).__name__}"
         body = operation_outcome("internal error", code="exception")

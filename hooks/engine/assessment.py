@@ -132,7 +132,9 @@ def _extent(facts: PatientFacts) -> str:
     return "localized" if facts.skin.lesion_sites else "unknown"
 
 
-def _suggest(scores: dict[str, int], knowledge: Knowledge, blocked: set[str]) -> tuple[str, tuple[tuple[str, int], ...]]:
+def _suggest(
+    scores: dict[str, int], knowledge: Knowledge, blocked: set[str]
+) -> tuple[str, tuple[tuple[str, int], ...]]:
     # Ties keep the brief's subtype order, so the differential is deterministic.
     ranked = tuple(sorted(((s, scores[s]) for s in SUBTYPES), key=lambda item: -item[1]))
     (leader, top), (_, second) = ranked[0], ranked[1]

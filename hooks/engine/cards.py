@@ -17,7 +17,7 @@ from typing import Any
 
 from fhir_mappings.facts import PatientFacts
 from hooks.engine.assessment import Assessment, FlagHit
-from hooks.engine.knowledge import Knowledge, load_knowledge
+from hooks.engine.knowledge import FlagDefinition, Knowledge, RiskDefinition, load_knowledge
 from hooks.engine.predicates import Evidence
 from hooks.models import SUMMARY_MAX_CHARS, Action, Card, OverrideReason, Source, Suggestion
 
@@ -37,7 +37,7 @@ def _label(concept: str, locale: str) -> str:
     try:
         from fhir_mappings.terminology import concept_display
 
-        return concept_display(concept, locale)  # type: ignore[no-any-return]
+        return concept_display(concept, "fr" if locale == "fr" else "en")
     except (ImportError, KeyError, LookupError):
         return concept.replace("_", " ")
 
@@ -114,7 +114,7 @@ class _Renderer:
             uuid=self.uuid_for("card", kind_key),
             summary=summary,
             detail=detail + "\n\n" + self.footer(),
-            indicator=indicator,  # type: ignore[arg-type]
+            indicator=indicator,
             source=self.source(reference),
             suggestions=suggestions or None,
             selectionBehavior="any" if suggestions else None,
@@ -125,6 +125,7 @@ class _Renderer:
     # ------------------------------------------------------------------ cards
 
     def flag_card(self, hit: FlagHit) -> Card:
+        definition: RiskDefinition | FlagDefinition
         if hit.is_risk:
             definition = next(r for r in self.k.risks if r.id == hit.id)
             action_text = ""
@@ -132,7 +133,7 @@ class _Renderer:
             extension: dict[str, Any] = {"kind": "risk", "risk": hit.id}
         else:
             flag = next(f for f in self.k.flags if f.id == hit.id)
-            definition = flag  # type: ignore[assignment]
+            definition = flag
             action_text = f"**{self.msg('heading', 'action')}:** {flag.action.get(self.locale)}\n\n"
             indicator = hit.indicator
             extension = {"kind": "red-flag", "flag": hit.id}

@@ -13,7 +13,7 @@ from hooks.audit import MemoryAuditStore
 from tests.api.test_protocol import SERVICE, is_operation_outcome, request_body
 from tests.conftest import test_settings as settings_for_test
 
-CANARY_TOKEN = "canary-access-token-7f3a9c"  # noqa: S105
+CANARY_TOKEN = "canary-access-token-7f3a9c"
 
 
 def _token_body(**overrides: Any) -> dict[str, Any]:

@@ -45,7 +45,8 @@ async def test_discovery_lists_the_service_with_its_prefetch_templates(make_clie
     services = response.json()["services"]
     service = next(s for s in services if s["id"] == "calcinosis-assessment")
     assert service["hook"] == "patient-view"
-    assert service["title"] and service["description"]
+    assert service["title"]
+    assert service["description"]
     prefetch = service["prefetch"]
     assert set(prefetch) == {"patient", "conditions", "observations", "medications"}
     assert prefetch["patient"] == "Patient/{{context.patientId}}"
@@ -100,8 +101,12 @@ async def test_accept_language_selects_french(make_client: Callable[..., Any]) -
 
 async def test_null_prefetch_means_no_data_and_no_query(make_client: Callable[..., Any]) -> None:
     # Spec: null = the EHR has no data; the service does not query again (there is no fhirServer anyway).
-    prefetch = {"patient": {"resourceType": "Patient", "id": "p1", "birthDate": "1970-01-01"},
-                "conditions": None, "observations": None, "medications": None}
+    prefetch = {
+        "patient": {"resourceType": "Patient", "id": "p1", "birthDate": "1970-01-01"},
+        "conditions": None,
+        "observations": None,
+        "medications": None,
+    }
     async with make_client() as client:
         response = await client.post(SERVICE, json=request_body(prefetch))
     assert response.status_code == 200
@@ -152,8 +157,12 @@ async def test_every_spec_example_request(make_client: Callable[..., Any], examp
 async def test_spec_example_with_our_prefetch_keys_is_answered(make_client: Callable[..., Any]) -> None:
     # The spec's patient-view request, with its Patient under our key and the other keys null (no data).
     body = load_fixture(f"{EXAMPLES}/spec-2.0.1/service-request-patient-view.json")
-    body["prefetch"] = {"patient": body["prefetch"]["patientToGreet"], "conditions": None, "observations": None,
-                        "medications": None}
+    body["prefetch"] = {
+        "patient": body["prefetch"]["patientToGreet"],
+        "conditions": None,
+        "observations": None,
+        "medications": None,
+    }
     async with make_client() as client:
         response = await client.post(SERVICE, json=body)
     assert response.status_code == 200
@@ -162,14 +171,23 @@ async def test_spec_example_with_our_prefetch_keys_is_answered(make_client: Call
 
 @pytest.mark.parametrize(
     "context_file",
-    ["hook-library-1.0.1/patient-view-context-1-examples.json", "hook-library-1.0.1/patient-view-context-2-examples.json"],
+    [
+        "hook-library-1.0.1/patient-view-context-1-examples.json",
+        "hook-library-1.0.1/patient-view-context-2-examples.json",
+    ],
 )
 async def test_hook_library_patient_view_contexts_are_accepted(
     make_client: Callable[..., Any], context_file: str
 ) -> None:
     context = load_fixture(f"{EXAMPLES}/{context_file}")["context"]
-    body = request_body({"patient": {"resourceType": "Patient", "id": context["patientId"]}, "conditions": None,
-                         "observations": None, "medications": None})
+    body = request_body(
+        {
+            "patient": {"resourceType": "Patient", "id": context["patientId"]},
+            "conditions": None,
+            "observations": None,
+            "medications": None,
+        }
+    )
     body["context"] = context
     async with make_client() as client:
         response = await client.post(SERVICE, json=body)
@@ -181,8 +199,12 @@ async def test_hook_library_patient_view_contexts_are_accepted(
 
 @pytest.mark.parametrize(
     "example",
-    ["spec-2.0.1/feedback-accepted.json", "spec-2.0.1/feedback-overridden-no-reason.json",
-     "spec-2.0.1/feedback-overridden-with-reason.json", "ahrq-cql-services/feedback.json"],
+    [
+        "spec-2.0.1/feedback-accepted.json",
+        "spec-2.0.1/feedback-overridden-no-reason.json",
+        "spec-2.0.1/feedback-overridden-with-reason.json",
+        "ahrq-cql-services/feedback.json",
+    ],
 )
 async def test_feedback_examples_are_recorded_and_repeats_accepted(
     make_client: Callable[..., Any], memory_store: MemoryAuditStore, example: str
@@ -191,7 +213,8 @@ async def test_feedback_examples_are_recorded_and_repeats_accepted(
     async with make_client() as client:
         first = await client.post(f"{SERVICE}/feedback", json=body)
         again = await client.post(f"{SERVICE}/feedback", json=body)
-    assert first.status_code == 200 and again.status_code == 200
+    assert first.status_code == 200
+    assert again.status_code == 200
     assert first.json() == {"stored": len(body["feedback"]), "duplicates": 0}
     assert again.json() == {"stored": 0, "duplicates": len(body["feedback"])}
     assert len(memory_store.feedback) == len(body["feedback"])
@@ -238,7 +261,9 @@ async def test_health_endpoints(make_client: Callable[..., Any], memory_store: M
     assert is_operation_outcome(not_ready.json())
 
 
-async def test_unauditable_response_is_not_sent(make_client: Callable[..., Any], memory_store: MemoryAuditStore) -> None:
+async def test_unauditable_response_is_not_sent(
+    make_client: Callable[..., Any], memory_store: MemoryAuditStore
+) -> None:
     pid, resources = fixture_resources("metastatic_ckd4_hyperparathyroidism.json")
     memory_store.fail_appends = True
     async with make_client() as client:
@@ -255,14 +280,24 @@ async def test_every_call_is_audited_with_what_was_shown(
     async with make_client() as client:
         ok = await client.post(SERVICE, json=body)
         bad = await client.post(SERVICE, json={"hook": "patient-view"})
-    assert ok.status_code == 200 and bad.status_code == 400
+    assert ok.status_code == 200
+    assert bad.status_code == 400
     call, failure = memory_store.calls
     assert call.hook_instance == body["hookInstance"]
     assert call.patient_ref == f"Patient/{pid}"
     assert call.cards == ok.json()["cards"]
-    assert "R39" in call.rules_fired and "flag:suspected-calciphylaxis" in call.rules_fired
-    assert call.ruleset_version and call.ruleset_hash and call.input_digest
+    assert "R39" in call.rules_fired
+    assert "flag:suspected-calciphylaxis" in call.rules_fired
+    assert call.ruleset_version
+    assert call.ruleset_hash
+    assert call.input_digest
     assert {p.key: p.received for p in call.prefetch} == {
-        "patient": "present", "conditions": "present", "observations": "present", "medications": "present"}
+        "patient": "present",
+        "conditions": "present",
+        "observations": "present",
+        "medications": "present",
+    }
     assert any(f.get("reference") == "Observation/cal-p" for f in call.facts_used)
-    assert failure.http_status == 400 and failure.reason_class == "invalid-request" and failure.cards == []
+    assert failure.http_status == 400
+    assert failure.reason_class == "invalid-request"
+    assert failure.cards == []

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhir.resources.R4B.condition import Condition
+from fhir.resources.R4B.medicationrequest import MedicationRequest
+from fhir.resources.R4B.observation import Observation
+
 from fhir_mappings import classify_prefetch_value
-from tests.fhir_mappings.builders import observation
+from tests.fhir_mappings.builders import condition, medication_request, observation, quantity
 
 OUTCOME = {
     "resourceType": "OperationOutcome",
@@ -88,3 +92,22 @@ def test_non_resource_prefetch_value_is_treated_as_absent_with_an_issue() -> Non
         result = classify_prefetch_value(value)
         assert result.kind == "null"
         assert len(result.issues) == 1
+
+
+def test_the_test_builders_make_valid_r4_resources() -> None:
+    # The inputs of these tests are real FHIR: checked with the reference R4B models (same shapes as R4 here).
+    Observation.model_validate(
+        observation(
+            "2000-8",
+            value=2.4,
+            unit="mmol/L",
+            referenceRange=[{"low": quantity(2.2, "mmol/L"), "high": quantity(2.6, "mmol/L")}],
+            interpretation=[{"coding": [{"code": "N"}]}],
+        )
+    )
+    Condition.model_validate(
+        condition("L94.2", system="http://hl7.org/fhir/sid/icd-10-cm", subject={"reference": "Patient/p1"})
+    )
+    MedicationRequest.model_validate(
+        medication_request(codings=[{"system": "http://www.whocc.no/atc", "code": "M05BA08"}])
+    )

@@ -44,9 +44,10 @@ def ext(card: Card) -> dict[str, Any]:
 def test_every_card_honours_the_public_contract(fixture: str, locale: str) -> None:
     cards = cards_for(fixture, locale)
     uuids = [c.uuid for c in cards]
-    assert len(set(uuids)) == len(uuids) and all(uuids)
+    assert len(set(uuids)) == len(uuids)
+    assert all(uuids)
     for card in cards:
-        assert card.source.label and card.source.url is None or str(card.source.url).startswith("https://")
+        assert (card.source.label and card.source.url is None) or str(card.source.url).startswith("https://")
         assert len(card.summary) <= SUMMARY_MAX_CHARS
         contract = ext(card)
         kind = contract["kind"]
@@ -56,7 +57,8 @@ def test_every_card_honours_the_public_contract(fixture: str, locale: str) -> No
         if kind == "subtype-assessment":
             assert contract["subtype"] in SUBTYPES
             scores = [d["score"] for d in contract["differential"]]
-            assert scores == sorted(scores, reverse=True) and len(scores) == 5
+            assert scores == sorted(scores, reverse=True)
+            assert len(scores) == 5
             assert all(re.fullmatch(r"R\d+", r) for r in contract["rules"])
             assert contract["rulesetVersion"] == load_knowledge().version
         elif kind == "red-flag":
@@ -65,7 +67,8 @@ def test_every_card_honours_the_public_contract(fixture: str, locale: str) -> No
         elif kind == "missing-workup":
             assert set(contract["missing"]) <= WORKUP_VOCABULARY
             assert card.selectionBehavior == "any"
-            assert card.suggestions is not None and len(card.suggestions) == len(contract["missing"])
+            assert card.suggestions is not None
+            assert len(card.suggestions) == len(contract["missing"])
         elif kind == "therapy-options":
             known = {o.id for o in load_knowledge().options}
             assert set(contract["options"]) <= known
@@ -75,7 +78,8 @@ def test_every_card_honours_the_public_contract(fixture: str, locale: str) -> No
         else:
             pytest.fail(f"unknown card kind {kind}")
         if card.indicator in {"warning", "critical"}:
-            assert card.overrideReasons and all(r.display for r in card.overrideReasons)
+            assert card.overrideReasons
+            assert all(r.display for r in card.overrideReasons)
         else:
             assert card.overrideReasons is None
         if card.indicator == "critical":
@@ -91,20 +95,24 @@ def test_missing_workup_suggestions_are_valid_r4_draft_service_requests() -> Non
     card = next(c for c in cards if ext(c)["kind"] == "missing-workup")
     assert card.suggestions
     for suggestion in card.suggestions:
-        assert suggestion.uuid and suggestion.actions and len(suggestion.actions) == 1
+        assert suggestion.uuid
+        assert suggestion.actions
+        assert len(suggestion.actions) == 1
         action = suggestion.actions[0]
         assert action.type == "create"
         resource = action.resource
         assert resource is not None
         request = ServiceRequest.model_validate(resource)
-        assert request.status == "draft" and request.intent == "proposal"
+        assert request.status == "draft"
+        assert request.intent == "proposal"
         assert request.subject.reference == "Patient/seed000-heroin"
         coding = request.code.coding[0]
         assert coding.system == "http://loinc.org"
         from fhir_mappings.terminology import is_emittable, lookup
 
         match = lookup("http://loinc.org", coding.code)
-        assert match is not None and is_emittable("http://loinc.org", coding.code)
+        assert match is not None
+        assert is_emittable("http://loinc.org", coding.code)
 
 
 def test_french_cards_order_si_unit_codes() -> None:
@@ -117,7 +125,8 @@ def test_french_cards_order_si_unit_codes() -> None:
     workup = next(c for c in cards if ext(c)["kind"] == "missing-workup")
     codes = {s.actions[0].resource["code"]["coding"][0]["code"] for s in workup.suggestions or ()  # type: ignore[index]
              if s.actions and s.actions[0].resource}
-    assert "2000-8" in codes and "17861-6" not in codes  # calcium in mmol/L for French labs
+    assert "2000-8" in codes
+    assert "17861-6" not in codes
 
 
 def test_languages_differ_but_carry_the_same_contract() -> None:
@@ -162,9 +171,11 @@ def test_detail_shows_values_units_dates_and_the_rule_basis() -> None:
     card = next(c for c in cards_for("metastatic_ckd4_hyperparathyroidism.json")
                 if ext(c)["kind"] == "subtype-assessment")
     detail = card.detail or ""
-    assert "`Observation/met-p`" in detail and "6 mg/dL" in detail
+    assert "`Observation/met-p`" in detail
+    assert "6 mg/dL" in detail
     assert (NOW.date().isoformat()[:8]) in detail  # dated inputs
-    assert "R18" in detail and "Hayashi" in detail
+    assert "R18" in detail
+    assert "Hayashi" in detail
     assert "1.0.0" in detail
 
 

@@ -15,21 +15,50 @@ from hooks.engine.predicates import KNOWN_PREDICATES
 
 K = load_knowledge()
 ISSUE_OPTIONS = {
-    "calcium-channel-blocker", "colchicine", "surgical-excision", "sodium-thiosulfate-topical", "sodium-thiosulfate-iv",
-    "bisphosphonate", "warfarin", "minocycline", "ceftriaxone", "ivig", "probenecid", "aluminium-hydroxide", "laser",
-    "shock-wave-lithotripsy", "stop-warfarin", "stop-calcium-vitamin-d", "non-calcium-phosphate-binder", "cinacalcet",
-    "parathyroidectomy", "treat-underlying-disease", "wound-care",
+    "calcium-channel-blocker",
+    "colchicine",
+    "surgical-excision",
+    "sodium-thiosulfate-topical",
+    "sodium-thiosulfate-iv",
+    "bisphosphonate",
+    "warfarin",
+    "minocycline",
+    "ceftriaxone",
+    "ivig",
+    "probenecid",
+    "aluminium-hydroxide",
+    "laser",
+    "shock-wave-lithotripsy",
+    "stop-warfarin",
+    "stop-calcium-vitamin-d",
+    "non-calcium-phosphate-binder",
+    "cinacalcet",
+    "parathyroidectomy",
+    "treat-underlying-disease",
+    "wound-care",
 }
-WORKUP_ITEMS = ["calcium", "phosphate", "albumin", "renal-function", "pth", "vitamin-d-25", "vitamin-d-1-25",
-                "alkaline-phosphatase", "magnesium", "bicarbonate", "lupus-serology", "ssc-serology", "myositis-workup",
-                "ace"]
+WORKUP_ITEMS = [
+    "calcium",
+    "phosphate",
+    "albumin",
+    "renal-function",
+    "pth",
+    "vitamin-d-25",
+    "vitamin-d-1-25",
+    "alkaline-phosphatase",
+    "magnesium",
+    "bicarbonate",
+    "lupus-serology",
+    "ssc-serology",
+    "myositis-workup",
+    "ace",
+]
 
 
 def _predicates() -> Iterator[tuple[str, dict[str, Any]]]:
     for rule in K.rules:
         yield rule.id, rule.when
-    for name, gate in K.gates.items():
-        yield name, gate
+    yield from K.gates.items()
     for flag in (*K.flags, *K.risks):
         yield flag.id, flag.when
     for factor in (*K.risk_factors_major, *K.risk_factors_minor):
@@ -90,12 +119,16 @@ def test_every_predicate_and_every_code_it_names_exists(owner: str, predicate: d
 def test_rule_table_is_complete_and_cited() -> None:
     assert [r.id for r in K.rules] == [f"R{i}" for i in range(1, 40)]
     for rule in K.rules:
-        assert rule.basis and rule.finding.en and rule.finding.fr and rule.points
+        assert rule.basis
+        assert rule.finding.en
+        assert rule.finding.fr
+        assert rule.points
 
 
 def test_flags_risks_and_cautions_cite_their_sources() -> None:
     for flag in (*K.flags, *K.risks):
-        assert flag.basis and flag.reference in K.references
+        assert flag.basis
+        assert flag.reference in K.references
     for caution in K.cautions:
         assert caution.basis.startswith("brief §6f")
         assert caution.option in {o.id for o in K.options}
@@ -123,13 +156,19 @@ def test_version_and_content_hash() -> None:
     names = ("ruleset.yaml", "rules.yaml", "red_flags.yaml", "workup.yaml", "therapy.yaml", "messages.yaml")
     digest = hashlib.sha256()
     for name in names:
-        digest.update(name.encode() + b"\0" + resources.files("hooks.engine").joinpath("knowledge", name).read_bytes()
-                      + b"\0")
+        digest.update(
+            name.encode() + b"\0" + resources.files("hooks.engine").joinpath("knowledge", name).read_bytes() + b"\0"
+        )
     assert K.content_hash == digest.hexdigest()
     assert K.version.count(".") == 2
 
 
 def test_thresholds_match_the_brief() -> None:
     t = K.thresholds
-    assert (t["ca_x_p_critical"], t["ca_x_p_ckd_warning"], t["calcium_critical"], t["calcium_warning"]) == (70, 55, 14, 12)
+    assert (t["ca_x_p_critical"], t["ca_x_p_ckd_warning"], t["calcium_critical"], t["calcium_warning"]) == (
+        70,
+        55,
+        14,
+        12,
+    )
     assert (K.min_score, K.min_lead) == (4, 2)

@@ -36,23 +36,38 @@ NORMAL_LABS = {
 }
 
 conditions = st.lists(
-    st.sampled_from([
-        ("L94.2", "icd10cm"), ("N18.32", "icd10cm"), ("N18.4", "icd10cm"), ("Z99.2", "icd10cm"),
-        ("M34.1", "icd10cm"), ("E11.9", "icd10cm"), ("301364008", "snomed"), ("46742003", "snomed"),
-        ("237900002", "snomed"), ("E21.1", "icd10cm"),
-    ]),
+    st.sampled_from(
+        [
+            ("L94.2", "icd10cm"),
+            ("N18.32", "icd10cm"),
+            ("N18.4", "icd10cm"),
+            ("Z99.2", "icd10cm"),
+            ("M34.1", "icd10cm"),
+            ("E11.9", "icd10cm"),
+            ("301364008", "snomed"),
+            ("46742003", "snomed"),
+            ("237900002", "snomed"),
+            ("E21.1", "icd10cm"),
+        ]
+    ),
     max_size=4,
     unique=True,
 )
-medications = st.lists(st.sampled_from([("B01AA03", "Warfarin"), ("A12AA04", "Calcium carbonate"),
-                                        ("A11CC04", "Calcitriol")]), max_size=2, unique=True)
+medications = st.lists(
+    st.sampled_from([("B01AA03", "Warfarin"), ("A12AA04", "Calcium carbonate"), ("A11CC04", "Calcitriol")]),
+    max_size=2,
+    unique=True,
+)
 calcium_mg = st.floats(min_value=7.0, max_value=15.0, allow_nan=False)
 phosphate_mg = st.floats(min_value=2.0, max_value=9.0, allow_nan=False)
 
 
 def _base(conds: list[tuple[str, str]], meds: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    return [patient("p1", birth="1965-03-03"), *(condition(c, s) for c, s in conds),
-            *(medication(code, text=text) for code, text in meds)]
+    return [
+        patient("p1", birth="1965-03-03"),
+        *(condition(c, s) for c, s in conds),
+        *(medication(code, text=text) for code, text in meds),
+    ]
 
 
 def _flag_ids(assessment: Assessment) -> set[str]:
@@ -73,17 +88,20 @@ def _severity(assessment: Assessment) -> int:
     variant=st.integers(min_value=0, max_value=1),
 )
 def test_adding_a_normal_lab_never_creates_a_red_flag(
-    conds: list[tuple[str, str]], meds: list[tuple[str, str]], calcium: float | None, phosphate: float | None,
-    added: str, variant: int,
+    conds: list[tuple[str, str]],
+    meds: list[tuple[str, str]],
+    calcium: float | None,
+    phosphate: float | None,
+    added: str,
+    variant: int,
 ) -> None:
     base = _base(conds, meds)
     if calcium is not None:
         base += [lab("17861-6", calcium, "mg/dL", days_ago=10), lab("1751-7", 4.2, "g/dL", days_ago=10)]
     if phosphate is not None:
         base.append(lab("2777-1", phosphate, "mg/dL", days_ago=10))
-    partner_abnormal = (
-        (added == "calcium" and phosphate is not None and not 2.5 <= phosphate <= 4.5)
-        or (added == "phosphate" and calcium is not None and not 8.5 <= calcium <= 10.5)
+    partner_abnormal = (added == "calcium" and phosphate is not None and not 2.5 <= phosphate <= 4.5) or (
+        added == "phosphate" and calcium is not None and not 8.5 <= calcium <= 10.5
     )
     if partner_abnormal:
         return
@@ -103,12 +121,20 @@ def test_adding_a_normal_lab_never_creates_a_red_flag(
     raise_calcium=st.booleans(),
 )
 def test_raising_calcium_phosphate_product_never_lowers_severity(
-    conds: list[tuple[str, str]], meds: list[tuple[str, str]], calcium: float, phosphate: float, raise_by: float,
+    conds: list[tuple[str, str]],
+    meds: list[tuple[str, str]],
+    calcium: float,
+    phosphate: float,
+    raise_by: float,
     raise_calcium: bool,
 ) -> None:
     def with_values(ca: float, p: float) -> Assessment:
-        resources = _base(conds, meds) + [lab("17861-6", ca, "mg/dL"), lab("1751-7", 4.2, "g/dL"),
-                                          lab("2777-1", p, "mg/dL")]
+        resources = [
+            *_base(conds, meds),
+            lab("17861-6", ca, "mg/dL"),
+            lab("1751-7", 4.2, "g/dL"),
+            lab("2777-1", p, "mg/dL"),
+        ]
         return run(*resources)[1]
 
     before = with_values(calcium, phosphate)

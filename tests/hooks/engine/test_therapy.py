@@ -38,7 +38,8 @@ def options(assessment: Assessment) -> tuple[str, ...]:
 
 def test_localized_dystrophic_first_line_then_local_options() -> None:
     plan = dystrophic()
-    assert plan.therapy is not None and plan.therapy.extent == "localized"
+    assert plan.therapy is not None
+    assert plan.therapy.extent == "localized"
     assert options(plan)[:3] == ("treat-underlying-disease", "calcium-channel-blocker", "colchicine")
     assert "surgical-excision" in options(plan)
     assert "bisphosphonate" not in options(plan)
@@ -46,7 +47,8 @@ def test_localized_dystrophic_first_line_then_local_options() -> None:
 
 def test_disseminated_dystrophic_gets_the_systemic_options() -> None:
     plan = dystrophic(sites=(KNEE, ELBOW, SHOULDER))
-    assert plan.therapy is not None and plan.therapy.extent == "disseminated"
+    assert plan.therapy is not None
+    assert plan.therapy.extent == "disseminated"
     assert {"bisphosphonate", "aluminium-hydroxide", "probenecid"} <= set(options(plan))
     assert "minocycline" not in options(plan)
 
@@ -108,7 +110,8 @@ def test_colchicine_with_diltiazem_is_kept_with_a_caution_and_the_card_warns() -
     plan = dystrophic(medication("C08DB01", text="Diltiazem"))
     assert "colchicine" in options(plan)
     assert ("colchicine", "cyp3a4-interaction") in cautions(plan)
-    assert plan.therapy is not None and plan.therapy.touches_current_medication
+    assert plan.therapy is not None
+    assert plan.therapy.touches_current_medication
 
 
 def test_ivig_caution_in_renal_impairment_or_age() -> None:
@@ -128,7 +131,8 @@ def test_calciphylaxis_plan_stops_warfarin_and_warns_on_thiosulfate() -> None:
     assert "warfarin" not in plan
     assert ("sodium-thiosulfate-iv", "acidosis-sodium-load") in cautions(assessment)
     assert ("stop-warfarin", "active-warfarin") in cautions(assessment)
-    assert assessment.therapy is not None and assessment.therapy.touches_current_medication
+    assert assessment.therapy is not None
+    assert assessment.therapy.touches_current_medication
 
 
 def test_cinacalcet_cautions() -> None:
