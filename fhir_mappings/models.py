@@ -252,7 +252,6 @@ class Bundle(TypedDict, total=False):
 
 _ENTRY = TypeAdapter(BundleEntry)
 _ENTRIES = TypeAdapter(list[BundleEntry])
-_LINKS = TypeAdapter(list[BundleLink])
 _OUTCOME = TypeAdapter(OperationOutcome)
 
 
@@ -304,12 +303,13 @@ def _entries(bundle: Mapping[str, Any]) -> tuple[list[BundleEntry], list[DataIss
     return entries, issues
 
 
-def _next_link(bundle: Mapping[str, Any]) -> str | None:
-    try:
-        links = _LINKS.validate_python(bundle.get("link") or [])
-    except ValidationError:
-        return None
-    return next((link["url"] for link in links if link["relation"] == "next"), None)
+def bundle_next_link(bundle: Mapping[str, Any]) -> str | None:
+    """The ``link[relation=next].url`` of a searchset Bundle, if any; malformed links are skipped."""
+    links = bundle.get("link") or ()
+    for link in links if isinstance(links, list) else ():
+        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return str(link["url"])
+    return None
 
 
 def classify_prefetch_value(value: object) -> PrefetchValue:
@@ -345,7 +345,7 @@ def classify_prefetch_value(value: object) -> PrefetchValue:
         else:
             resources.append(resource)
     kind: Literal["present", "operation-outcome"] = "operation-outcome" if outcomes and not resources else "present"
-    return PrefetchValue(kind, tuple(resources), tuple(outcomes), _next_link(value), tuple(issues))
+    return PrefetchValue(kind, tuple(resources), tuple(outcomes), bundle_next_link(value), tuple(issues))
 
 
 T = TypeVar("T")

@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from fhir_mappings.models import PrefetchValue
+from fhir_mappings.models import classify_prefetch_value as read_prefetch_value
 from hooks.audit.records import FhirQuery, PrefetchStateName, TokenUse
 from hooks.errors import BadRequest
 
@@ -37,7 +39,6 @@ __all__ = [
     "FhirFetcher",
     "KeyData",
     "ResolvedData",
-    "bundle_next_link",
     "classify_prefetch_value",
     "fill_template",
     "resolve_prefetch",
@@ -82,49 +83,18 @@ def fill_template(template: str, context: Mapping[str, Any]) -> str | None:
     return None if missing else filled
 
 
-@dataclass(frozen=True, slots=True)
-class ClassifiedValue:
-    state: PrefetchStateName
-    resources: tuple[dict[str, Any], ...] = ()
-    next_link: str | None = None
+def classify_prefetch_value(value: Any) -> PrefetchValue:
+    """What the EHR sent for one key: a resource, a searchset Bundle, ``null``, or an OperationOutcome.
 
-
-def classify_prefetch_value(value: Any) -> ClassifiedValue:
-    """What the EHR sent for one key: a resource, a searchset Bundle, ``null``, or an OperationOutcome."""
-    if value is None:
-        return ClassifiedValue("null")
-    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+    The reading itself lives in the mapping layer; the protocol rule added here is that anything else
+    (a string, a number, an object without ``resourceType``) is a malformed request, answered 400.
+    """
+    if value is not None and not (isinstance(value, dict) and isinstance(value.get("resourceType"), str)):
         raise BadRequest("a prefetch value must be a FHIR resource, a Bundle or null")
-    if value["resourceType"] == "OperationOutcome":
-        return ClassifiedValue("operation-outcome")
-    if value["resourceType"] != "Bundle":
-        return ClassifiedValue("present", (value,))
-    entries = value.get("entry") or []
+    entries = value.get("entry", []) if isinstance(value, dict) and value.get("resourceType") == "Bundle" else []
     if not isinstance(entries, list):
         raise BadRequest("Bundle.entry must be an array")
-    resources: list[dict[str, Any]] = []
-    outcome_only = bool(entries)
-    for entry in entries:
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if not isinstance(resource, dict):
-            continue
-        if resource.get("resourceType") == "OperationOutcome":
-            continue
-        outcome_only = False
-        resources.append(resource)
-    if outcome_only:
-        # A Bundle that holds only OperationOutcome entries is the EHR reporting a failed search.
-        return ClassifiedValue("operation-outcome")
-    return ClassifiedValue("present", tuple(resources), bundle_next_link(value))
-
-
-def bundle_next_link(bundle: Mapping[str, Any]) -> str | None:
-    """The ``link[relation=next].url`` of a searchset Bundle, if any."""
-    links = bundle.get("link") or ()
-    for link in links if isinstance(links, list) else ():
-        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
-            return str(link["url"])
-    return None
+    return read_prefetch_value(value)
 
 
 @dataclass(slots=True)
@@ -215,10 +185,10 @@ async def resolve_prefetch(
     for key, template in templates.items():
         if key in received:
             classified = classify_prefetch_value(received[key])
-            if classified.state == "null":
+            if classified.kind == "null":
                 resolved.keys[key] = KeyData(key, "null", [])
                 continue
-            if classified.state == "present":
+            if classified.kind == "present":
                 resolved.keys[key] = KeyData(key, "present", list(classified.resources))
                 if classified.next_link:
                     pending[key] = (classified.next_link, True)

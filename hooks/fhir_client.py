@@ -27,8 +27,9 @@ from urllib.parse import unquote, urljoin
 import httpx
 import orjson
 
+from fhir_mappings.models import bundle_next_link
 from hooks.audit.records import FhirQuery
-from hooks.data_access import FetchResult, bundle_next_link
+from hooks.data_access import FetchResult
 from hooks.settings import Settings, is_loopback_host
 
 __all__ = [

@@ -106,6 +106,16 @@ def core_schema(big_integer: str, real: str) -> list[str]:
     ]
 
 
+def _within(where: list[str], params: list[Any], since: datetime | None, until: datetime | None) -> None:
+    """``since`` inclusive, ``until`` exclusive, compared as the fixed-width UTC text ``occurred_at`` holds."""
+    if since is not None:
+        where.append("occurred_at >= ?")
+        params.append(utc_iso(since))
+    if until is not None:
+        where.append("occurred_at < ?")
+        params.append(utc_iso(until))
+
+
 class AuditLog(ABC):
     """One audit database. Not thread-safe: one thread at a time (``SqlAuditStore`` guarantees it)."""
 
@@ -312,12 +322,7 @@ class AuditLog(ABC):
         if kinds:
             where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
             params.extend(kinds)
-        if since is not None:
-            where.append("occurred_at >= ?")
-            params.append(utc_iso(since))
-        if until is not None:
-            where.append("occurred_at < ?")
-            params.append(utc_iso(until))
+        _within(where, params, since, until)
         if patient is not None:
             where.append("patient_ref = ?")
             params.append(patient)
@@ -342,12 +347,7 @@ class AuditLog(ABC):
         request arrived, so near the period's edges the two orders can differ by a few rows."""
         where: list[str] = ["1 = 1"]
         params: list[Any] = []
-        if since is not None:
-            where.append("occurred_at >= ?")
-            params.append(utc_iso(since))
-        if until is not None:
-            where.append("occurred_at < ?")
-            params.append(utc_iso(until))
+        _within(where, params, since, until)
         with self._guard("read"):
             low, high = self._rows(
                 f"SELECT MIN(seq), MAX(seq) FROM audit_log WHERE {' AND '.join(where)}", params  # noqa: S608

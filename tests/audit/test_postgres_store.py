@@ -12,7 +12,7 @@ import pytest
 from hooks.audit import AuditError
 from hooks.audit.factory import open_audit_log
 from hooks.audit.postgres_store import least_privilege_grants
-from hooks.audit.sql import AuditLog
+from hooks.audit.sql import AuditLog, SqlAuditStore
 from tests.audit.conftest import PG_ADMIN, TEST_KEY, call_record, raw_execute
 
 pytestmark = pytest.mark.postgres
@@ -92,3 +92,23 @@ def test_the_documented_roles_append_but_never_change(pg_log: AuditLog, pg_dsn: 
             auditor_log.append_call(call_record())  # card_index is not theirs to write
     finally:
         auditor_log.close()
+
+
+async def test_a_dropped_connection_costs_one_503_then_the_store_reconnects(pg_dsn: str) -> None:
+    store = SqlAuditStore(open_audit_log(pg_dsn, TEST_KEY))
+    await store.open()
+    try:
+        await store.append_call(call_record())
+        # A failover or server restart: every connection to the database is cut.
+        database = pg_dsn.split("/")[-1].split("?")[0]
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s AND pid <> pg_backend_pid()", (database,))
+        with pytest.raises(AuditError):
+            await store.append_call(call_record())
+        await store.append_call(call_record())
+        verdict = await store.verify()
+        assert verdict.ok
+        assert verdict.records == 2
+    finally:
+        await store.close()
