@@ -17,11 +17,11 @@ __all__ = ["main"]
 log = logging.getLogger("calcinosis_cds")
 
 _DEV_BANNER = """
-************************************************************************************
-*  DEVELOPMENT MODE: authentication is OFF (CDS_AUTH_REQUIRED=false).              *
-*  Any local process can call this service. It is bound to {host:<22} only.  *
-*  The audit chain uses a public development key. Never use this with real PHI.   *
-************************************************************************************"""
+****************************************************************************
+  DEVELOPMENT MODE: authentication is OFF (CDS_AUTH_REQUIRED=false).
+  Any local process can call this service; it is bound to {host} only.
+  The audit chain uses a public development key. Never use it with real PHI.
+****************************************************************************"""
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -179,7 +179,7 @@ class _Renderer:
         gates = []
         if a.metabolic:
             gates.append(self.msg("text", "gate_metabolic"))
-        if not a.workup_complete:
+        if not a.workup_complete and not a.metabolic:
             gates.append(self.msg("text", "gate_workup", missing=", ".join(a.missing_for_idiopathic)))
         if a.calciphylaxis_kept:
             gates.append(self.msg("text", "calciphylaxis_kept"))
