@@ -22,6 +22,9 @@ async def main(dsn: str, count: int, tenant: str, start_at: float) -> None:
     try:
         for _ in range(count):
             await store.append_call(call_record(tenant=tenant))
+            # A service instance does other work between appends; without a pause one SQLite writer can
+            # win the lock every time and the test would not exercise contention.
+            await asyncio.sleep(0.001)
     finally:
         await store.close()
 
