@@ -30,6 +30,8 @@ def test_settings(**overrides: Any) -> Settings:
         "auth_required": False,
         "public_base_url": "http://testserver",
         "audit_key": "test-audit-key",
+        # Tests that need a durable store say so; nothing writes into the working tree.
+        "audit_dsn": "memory://",
     }
     values.update(overrides)
     return Settings(**values)

@@ -316,11 +316,12 @@ def card_kind(card: Mapping[str, Any]) -> str:
 
 
 def card_rules(card: Mapping[str, Any], rules_fired: list[str]) -> list[str]:
-    """The rule ids behind one card: its extension's ``rule``/``rules``/``ruleId``, else the call's only rule."""
+    """The rule ids behind one card: its extension's ``rules``/``rule``/``ruleId``, or the red-flag/risk id
+    the engine puts in ``flag``/``risk`` (hooks/engine/cards.py), else the call's only fired rule."""
     extension = card.get("extension")
     ours = extension.get(_EXTENSION) if isinstance(extension, Mapping) else None
     if isinstance(ours, Mapping):
-        for key in ("rules", "rule", "ruleId", "rule_id"):
+        for key in ("rules", "rule", "ruleId", "flag", "risk"):
             value = ours.get(key)
             if isinstance(value, str) and value:
                 return [value]

@@ -101,3 +101,13 @@ def test_stats_count_shown_accepted_and_overridden_per_rule_and_kind(log: AuditL
     assert (by_rule.accepted["C1"], by_rule.overridden["C1"], by_rule.accepted["R2"]) == (1, 1, 1)
     assert dict(by_kind.shown) == {"subtype": 2, "red-flag": 1, "(none)": 1}
     assert "| C1 | 2 | 1 | 1 | 50% |" in by_rule.table("rule id")
+
+
+def test_engine_red_flag_and_risk_cards_count_under_their_ids(log: AuditLog) -> None:
+    flagged = {"uuid": "f-1", "summary": "s", "indicator": "warning",
+               "extension": {"calcinosis-cds": {"kind": "red-flag", "flag": "RF-CALCIPHYLAXIS"}}}
+    risky = {"uuid": "r-1", "summary": "s", "indicator": "info",
+             "extension": {"calcinosis-cds": {"kind": "risk", "risk": "RISK-CAXP"}}}
+    log.append_call(call_record(cards=[flagged, risky], rules_fired=["A", "B"]))
+    by_rule, _ = card_stats(log.rows(kinds=["call"]), log.rows(kinds=["feedback"]))
+    assert dict(by_rule.shown) == {"RF-CALCIPHYLAXIS": 1, "RISK-CAXP": 1}
