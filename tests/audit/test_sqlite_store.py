@@ -56,7 +56,7 @@ def test_settings_choose_the_backend(tmp_path: Path) -> None:
     assert isinstance(sqlite_store.log, SqliteAuditLog)
     assert isinstance(build_audit_store(settings_for_test(audit_dsn="memory://")), MemoryAuditStore)
     # Default: under the data directory.
-    default = build_audit_store(settings_for_test(data_dir=tmp_path / "d"))
+    default = build_audit_store(settings_for_test(data_dir=tmp_path / "d", audit_dsn=None))
     assert isinstance(default, SqlAuditStore)
     assert isinstance(default.log, SqliteAuditLog)
     assert default.log.path == tmp_path / "d" / "audit.sqlite3"
