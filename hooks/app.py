@@ -236,6 +236,7 @@ def create_app(
 ) -> FastAPI:
     """Build the service. Collaborators not given are built from settings in the lifespan."""
     settings = settings or get_settings()
+    settings.check_service()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

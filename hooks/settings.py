@@ -103,6 +103,16 @@ class Settings(BaseSettings):
             self.audit_dsn = f"sqlite:///{self.data_dir / 'audit.sqlite3'}"
         return self
 
+    def check_service(self) -> None:
+        """Refuse to serve with settings that are unsafe in production (called when the app is built)."""
+        if self.environment != "production":
+            return
+        # CDS Hooks 2.0 requires TLS; the JWT aud is checked against this exact base.
+        if not self.public_base_url.startswith("https://"):
+            raise ValueError("CDS_PUBLIC_BASE_URL must be the https URL EHRs call (JWT aud is checked against it)")
+        if self.fhir_allow_loopback_http:
+            raise ValueError("CDS_FHIR_ALLOW_LOOPBACK_HTTP is for development and tests only")
+
     @property
     def is_development(self) -> bool:
         return self.environment == "development"

@@ -28,7 +28,7 @@ def test_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "environment": "test",
         "auth_required": False,
-        "public_base_url": "http://testserver",
+        "public_base_url": "https://testserver",
         "audit_key": "test-audit-key",
         # Tests that need a durable store say so; nothing writes into the working tree.
         "audit_dsn": "memory://",

@@ -36,5 +36,7 @@ def open_audit_log(dsn: str, key: bytes) -> AuditLog:
 def build_audit_store(settings: Settings) -> AuditStore:
     dsn = settings.audit_dsn or f"sqlite:///{settings.data_dir / 'audit.sqlite3'}"
     if dsn.startswith("memory:"):
+        if settings.environment == "production":
+            raise AuditError("CDS_AUDIT_DSN memory:// is not durable: use sqlite:/// or postgresql:// in production")
         return MemoryAuditStore()
     return SqlAuditStore(open_audit_log(dsn, audit_key(settings)))

@@ -19,7 +19,7 @@ from hooks.registry import HookOutcome, ServiceDefinition, ServiceRegistry
 from tests.conftest import running_client, test_settings
 from tests.support.cds_client import JwksServer, SigningKey
 
-BASE = "http://testserver"
+BASE = "https://testserver"
 DISCOVERY_URL = f"{BASE}/cds-services"
 SERVICE_URL = f"{BASE}/cds-services/stub"
 FEEDBACK_URL = f"{SERVICE_URL}/feedback"

@@ -33,6 +33,7 @@ def serve_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     # configure_logging would replace pytest's log capture handlers on the root logger.
     monkeypatch.setattr(hooks.logging_setup, "configure_logging", lambda *a, **k: None)
     monkeypatch.setenv("CDS_AUDIT_KEY", "k")
+    monkeypatch.setenv("CDS_PUBLIC_BASE_URL", "https://cds.example.org")
     get_settings.cache_clear()
     yield captured
     get_settings.cache_clear()

@@ -85,7 +85,8 @@ async def test_auth_required_without_trust_file_refuses_to_start(caplog: pytest.
 async def test_production_with_sandbox_trust_file_refuses_to_start(tmp_path: Path) -> None:
     trust = tmp_path / "trust.yaml"
     trust.write_text(yaml.safe_dump({"issuers": [SANDBOX]}))
-    app = create_app(make_settings(environment="production", auth_required=True, trust_file=trust),
+    app = create_app(make_settings(environment="production", auth_required=True, trust_file=trust,
+                                   audit_dsn=f"sqlite:///{tmp_path}/audit.sqlite3"),
                      registry=stub_registry())
     with pytest.raises(TrustConfigError, match="allow_test_issuers"):
         async with running_client(app):

@@ -12,7 +12,7 @@ Usage (other test modules may reuse this)::
     with JwksServer() as server:
         key = SigningKey.es384()
         server.publish(key)                       # served at server.url() on 127.0.0.1
-        token = sandbox_token(key, iss="https://ehr.test", aud="http://testserver/cds-services/x",
+        token = sandbox_token(key, iss="https://ehr.test", aud="https://testserver/cds-services/x",
                               jku=server.url())
         headers = {"Authorization": f"Bearer {token}"}
 
