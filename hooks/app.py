@@ -456,6 +456,8 @@ async def handle_service_call(service_id: str, request: Request, runtime: Runtim
             access_token=authorization.access_token.get_secret_value() if authorization else None,
             # Security brief §2.2: a token scoped to another patient is never used (resolve_prefetch checks).
             authorized_patient=authorization.patient if authorization else None,
+            token_expires_in=authorization.expires_in if authorization else None,
+            token_scope=authorization.scope if authorization else None,
             fetcher=runtime.fetcher,
             allowed_bases=tuple(settings.fhir_allowed_bases) + caller.fhir_servers,
             deadline=deadline,

@@ -42,10 +42,12 @@ __all__ = [
     "classify_prefetch_value",
     "fill_template",
     "resolve_prefetch",
+    "scope_allows_read",
 ]
 
 # The fetcher enforces the deadline itself; this margin only catches a fetcher that does not.
 _DEADLINE_GRACE_S = 0.1
+_TOKEN_EXPIRY_MARGIN_S = 2.0
 
 _TOKEN = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
 _USER_TOKENS = {
@@ -173,10 +175,14 @@ async def resolve_prefetch(
     allowed_bases: tuple[str, ...],
     deadline: float,
     authorized_patient: str | None = None,
+    token_expires_in: float | None = None,
+    token_scope: str | None = None,
 ) -> ResolvedData:
     """Resolve every declared prefetch key; missing keys are fetched concurrently before ``deadline``.
 
-    ``deadline`` is a ``time.monotonic()`` value. ``authorized_patient`` is ``fhirAuthorization.patient``.
+    ``deadline`` is a ``time.monotonic()`` value. ``authorized_patient`` is ``fhirAuthorization.patient``;
+    ``token_expires_in`` its ``expires_in``: no FHIR call is made once the token has (nearly) expired;
+    ``token_scope`` its ``scope``: a key whose resource type the SMART scopes do not grant is not queried.
     Keys the EHR sent that the service did not declare are ignored (a client only sends what was asked).
     """
     resolved = ResolvedData(token_use="not-used" if access_token else "none")
@@ -205,7 +211,18 @@ async def resolve_prefetch(
 
     if not pending:
         return resolved
+    if access_token and token_expires_in is not None:
+        # Security brief §2.2 point 3: never call FHIR after the token expires (minus a safety margin).
+        deadline = min(deadline, time.monotonic() + token_expires_in - _TOKEN_EXPIRY_MARGIN_S)
     unusable = _why_not_query(fhir_server, fetcher, access_token, authorized_patient, context)
+    if unusable is None and deadline <= time.monotonic():
+        unusable = "the access token expires before the FHIR server could be queried"
+    if unusable is None and access_token and token_scope is not None:
+        for key, (target, is_next) in list(pending.items()):
+            resource_type = _resource_type(target) if not is_next else None
+            if resource_type and scope_allows_read(token_scope, resource_type) is False:
+                _incomplete(resolved.keys[key], f"fhirAuthorization.scope does not grant {resource_type} read")
+                del pending[key]
     if unusable is not None or fetcher is None or fhir_server is None:
         for key in pending:
             _incomplete(resolved.keys[key], unusable or "no fhirServer to query")
@@ -260,6 +277,30 @@ def _why_not_query(
     if access_token and authorized_patient and authorized_patient != context.get("patientId"):
         return "fhirAuthorization.patient does not match context.patientId, so the access token was not used"
     return None
+
+
+_SMART_SCOPE = re.compile(r"^(patient|user|system)/(\*|[A-Z][A-Za-z]+)\.(\*|read|write|[cruds]+)$")
+
+
+def scope_allows_read(scope: str, resource_type: str) -> bool | None:
+    """Whether SMART scopes (v1 ``.read``/``.*``, v2 ``.rs``) grant reading ``resource_type``.
+
+    None when the string holds no SMART scope at all (vendor formats such as Epic's
+    ``Observation.Read (R4)``): then the service tries and handles a 403 (security brief §2.2 point 4).
+    """
+    granted = [m.groups() for token in scope.split() if (m := _SMART_SCOPE.match(token.split("?", 1)[0]))]
+    if not granted:
+        return None
+    return any(
+        rtype in {"*", resource_type} and (permission in {"*", "read"} or "r" in permission.replace("read", ""))
+        for _, rtype, permission in granted
+        if permission != "write"
+    )
+
+
+def _resource_type(query: str) -> str | None:
+    head = query.lstrip("/").split("?", 1)[0].split("/", 1)[0]
+    return head if head[:1].isupper() else None
 
 
 def _incomplete(data: KeyData, reason: str) -> None:

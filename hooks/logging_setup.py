@@ -74,3 +74,7 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.setLevel(level)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(name).addFilter(RedactingFilter())
+    # httpx logs every request URL at INFO, and FHIR search URLs carry the patient id: operational logs
+    # hold no patient data (security brief §2.4), so only its warnings and errors are kept.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))

@@ -154,14 +154,19 @@ def test_redacting_filter_keeps_exception_type_but_not_its_text() -> None:
 def test_configured_logging_redacts_third_party_loggers(capsys: pytest.CaptureFixture[str]) -> None:
     root = logging.getLogger()
     saved = root.handlers[:], root.level
+    third_party = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
     try:
         configure_logging(logging.DEBUG)
-        logging.getLogger("httpx").info("HTTP Request: GET https://fhir.test/Patient Authorization: Bearer %s",
-                                        TOKEN_CANARY)
+        # Request URLs carry patient ids: httpx's INFO request lines never reach the operational log.
+        logging.getLogger("httpx").info("HTTP Request: GET https://fhir.test/Observation?patient=p-secret-42")
+        logging.getLogger("httpx").warning("HTTP Request failed: Authorization: Bearer %s", TOKEN_CANARY)
         logging.getLogger("uvicorn.error").error("crash", exc_info=RuntimeError(JWT_CANARY))
     finally:
         root.handlers, _ = saved[0], root.setLevel(saved[1])
+        for name, level in third_party.items():
+            logging.getLogger(name).setLevel(level)
     err = capsys.readouterr().err
-    assert "HTTP Request" in err
+    assert "HTTP Request failed" in err
+    assert "p-secret-42" not in err
     assert TOKEN_CANARY not in err
     assert JWT_CANARY not in err

@@ -21,7 +21,7 @@ from fastapi import Request
 
 from hooks.audit import MemoryAuditStore
 from hooks.auth import Caller
-from hooks.data_access import FetchResult, resolve_prefetch
+from hooks.data_access import FetchResult, resolve_prefetch, scope_allows_read
 from tests.conftest import test_settings as settings_for
 from tests.integration.stub_service import STUB_ID, STUB_TEMPLATES, stub_registry
 
@@ -468,3 +468,57 @@ async def test_token_for_another_patient_is_refused_before_any_query() -> None:
     assert not fetcher.calls
     assert resolved.token_use == "not-used"
     assert all(not key.obtained for key in resolved.keys.values())
+
+
+# --------------------------------------------------------------------------- token expiry (§2.2 point 3)
+
+
+@respx.mock(assert_all_called=False)
+async def test_an_expiring_token_is_never_used(
+    respx_mock: respx.MockRouter, client_for: Any, memory_store: MemoryAuditStore
+) -> None:
+    anywhere = respx_mock.route().mock(return_value=ok(PATIENT))
+    request = body()
+    request["fhirAuthorization"]["expires_in"] = 1  # less than the 2 s safety margin
+    async with client_for() as client:
+        response = await client.post(URL, json=request)
+    assert response.status_code == 412
+    assert "expires" in response.json()["issue"][0]["diagnostics"]
+    assert not anywhere.called
+    assert memory_store.calls[-1].token_use == "not-used"
+
+
+# --------------------------------------------------------------------------- scopes (§2.2 point 4)
+
+
+@pytest.mark.parametrize(
+    ("scope", "resource_type", "allowed"),
+    [
+        ("patient/*.read", "Observation", True),
+        ("user/Patient.read user/Observation.read", "Observation", True),
+        ("user/Patient.read user/Observation.read", "Condition", False),
+        ("patient/Observation.rs", "Observation", True),
+        ("patient/Observation.rs?category=laboratory", "Observation", True),
+        ("patient/Condition.c", "Condition", False),
+        ("patient/Condition.write", "Condition", False),
+        ("system/*.*", "MedicationRequest", True),
+        ("Observation.Read (R4) Patient.Read (R4)", "Observation", None),
+        ("launch openid", "Observation", None),
+    ],
+)
+def test_scope_reading(scope: str, resource_type: str, allowed: bool | None) -> None:
+    assert scope_allows_read(scope, resource_type) is allowed
+
+
+@respx.mock(assert_all_called=False)
+async def test_a_key_the_scopes_do_not_grant_is_not_queried(
+    respx_mock: respx.MockRouter, client_for: Any
+) -> None:
+    anywhere = respx_mock.route().mock(return_value=ok(PATIENT))
+    request = body()
+    request["fhirAuthorization"]["scope"] = "user/Patient.read user/Observation.read"
+    async with client_for() as client:
+        response = await client.post(URL, json=request)
+    assert response.status_code == 412
+    assert "does not grant Condition read" in response.text
+    assert not any("Condition" in str(call.request.url) for call in anywhere.calls)
