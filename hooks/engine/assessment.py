@@ -221,8 +221,18 @@ def assess(facts: PatientFacts, knowledge: Knowledge | None = None) -> Assessmen
         therapy=therapy,
         ruleset_version=knowledge.version,
         ruleset_hash=knowledge.content_hash,
-        unusable=tuple(f"{i.kind}: {i.detail}" for i in facts.issues),
+        unusable=_summarise_issues(facts),
     )
+
+
+def _summarise_issues(facts: PatientFacts) -> tuple[str, ...]:
+    """One line per kind of unusable data, with a count and the first example (FDA 'knowns/unknowns')."""
+    first: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    for issue in facts.issues:
+        first.setdefault(issue.kind, issue.detail)
+        counts[issue.kind] = counts.get(issue.kind, 0) + 1
+    return tuple(f"{kind} ×{counts[kind]} (e.g. {detail})" for kind, detail in first.items())
 
 
 def _satisfied(ctx: EvalContext, analytes: list[str]) -> bool:

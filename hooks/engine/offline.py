@@ -40,13 +40,18 @@ def assess_bundle_file(path: str, *, now: str | None, locale: str, out: TextIO) 
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         print("error: the file is not a FHIR Bundle", file=sys.stderr)
         return 2
-    resources = [e["resource"] for e in bundle.get("entry") or () if isinstance(e, dict) and "resource" in e]
-    patient = next((r for r in resources if r.get("resourceType") == "Patient"), None)
-    if patient is None or not patient.get("id"):
+    entries = [e for e in bundle.get("entry") or () if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+    resources = [e["resource"] for e in entries]
+    patient_entry = next((e for e in entries if e["resource"].get("resourceType") == "Patient"), None)
+    if patient_entry is None or not patient_entry["resource"].get("id"):
         print("error: the Bundle holds no Patient with an id", file=sys.stderr)
         return 2
+    # Transaction bundles refer to their Patient by fullUrl (often urn:uuid:...).
+    aliases = [patient_entry["fullUrl"]] if isinstance(patient_entry.get("fullUrl"), str) else []
     try:
-        facts, assessment = assess_resources(resources, patient_id=str(patient["id"]), now=when)
+        facts, assessment = assess_resources(
+            resources, patient_id=str(patient_entry["resource"]["id"]), now=when, patient_aliases=aliases
+        )
     except CdsError as exc:
         print(f"error: {exc.diagnostics}", file=sys.stderr)
         return 2

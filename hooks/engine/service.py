@@ -21,42 +21,56 @@ from hooks.registry import HookCall, HookOutcome
 __all__ = ["assess_hook_call", "assess_resources", "facts_from_resources"]
 
 
-def _subject_is(resource: dict[str, Any], patient_id: str) -> bool:
+def _subject_is(resource: dict[str, Any], aliases: frozenset[str]) -> bool:
     """Keep resources about this patient; a resource without a subject is kept (the EHR scoped the query)."""
     subject = resource.get("subject") or resource.get("patient")
     reference = subject.get("reference") if isinstance(subject, dict) else None
     if not isinstance(reference, str):
         return True
-    return reference == f"Patient/{patient_id}" or reference.endswith(f"/Patient/{patient_id}")
+    return reference in aliases or any(reference.endswith("/" + alias) for alias in aliases if "/" in alias)
 
 
-def _of_type(resources: Iterable[dict[str, Any]], resource_type: str, patient_id: str) -> list[dict[str, Any]]:
-    return [r for r in resources if r.get("resourceType") == resource_type and _subject_is(r, patient_id)]
+def _of_type(resources: Iterable[dict[str, Any]], resource_type: str, aliases: frozenset[str]) -> list[dict[str, Any]]:
+    return [r for r in resources if r.get("resourceType") == resource_type and _subject_is(r, aliases)]
 
 
 def facts_from_resources(
-    resources: Iterable[dict[str, Any]], *, patient_id: str, now: datetime, options: MappingOptions | None = None
+    resources: Iterable[dict[str, Any]],
+    *,
+    patient_id: str,
+    now: datetime,
+    options: MappingOptions | None = None,
+    patient_aliases: Iterable[str] = (),
 ) -> PatientFacts:
+    """``patient_aliases``: other references that denote this Patient, e.g. its ``urn:uuid:`` fullUrl in a Bundle."""
     pool = list(resources)
     patients = [r for r in pool if r.get("resourceType") == "Patient"]
     patient = next((p for p in patients if p.get("id") == patient_id), None)
     if patients and patient is None:
         # Prefetch must be about context.patientId; cards about another patient would be dangerous.
         raise BadRequest("the prefetched Patient is not context.patientId", expression=["prefetch.patient"])
+    aliases = frozenset({f"Patient/{patient_id}", *patient_aliases})
     return build_facts(
         patient=patient,
-        observations=_of_type(pool, "Observation", patient_id),
-        conditions=_of_type(pool, "Condition", patient_id),
-        medications=_of_type(pool, "MedicationRequest", patient_id),
+        observations=_of_type(pool, "Observation", aliases),
+        conditions=_of_type(pool, "Condition", aliases),
+        medications=_of_type(pool, "MedicationRequest", aliases),
         now=now,
         options=options or MappingOptions(),
     )
 
 
 def assess_resources(
-    resources: Iterable[dict[str, Any]], *, patient_id: str, now: datetime, options: MappingOptions | None = None
+    resources: Iterable[dict[str, Any]],
+    *,
+    patient_id: str,
+    now: datetime,
+    options: MappingOptions | None = None,
+    patient_aliases: Iterable[str] = (),
 ) -> tuple[PatientFacts, Assessment]:
-    facts = facts_from_resources(resources, patient_id=patient_id, now=now, options=options)
+    facts = facts_from_resources(
+        resources, patient_id=patient_id, now=now, options=options, patient_aliases=patient_aliases
+    )
     return facts, assess(facts)
 
 

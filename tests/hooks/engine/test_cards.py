@@ -208,3 +208,14 @@ def test_patient_with_everything_still_renders_valid_cards() -> None:
         assert {ext(c)["kind"] for c in cards} >= {"red-flag", "subtype-assessment"}
         for card in cards:
             Card.model_validate(card.to_json())
+
+
+def test_unusable_values_are_summarised_on_the_card() -> None:
+    # Values in a unit the service does not know are reported, never guessed (and not one line each).
+    _, assessment = run(patient("p1"), condition("L94.2"), *(lab("2777-1", 4.0 + i, "mg/L") for i in range(5)))
+    assert assessment.calcinosis_present
+    assert len(assessment.unusable) == 1
+    assert "×5" in assessment.unusable[0]
+    facts, _ = run(patient("p1"))
+    detail = render_cards(assessment, facts, locale="en", seed="s")[0].detail or ""
+    assert "Missing or unusable data" in detail and "×5" in detail

@@ -52,3 +52,34 @@ def test_bad_files_exit_2_with_a_message(
     path.write_text(content, encoding="utf-8")
     assert main(["assess", str(path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_transaction_bundle_referring_to_its_patient_by_urn_uuid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Synthea-style bundles: fullUrl urn:uuid:<id>, and every subject points at that urn.
+    bundle = json.loads((CALCINOSIS_FIXTURES / "seed000_heroin_injection_dystrophic.json").read_text(encoding="utf-8"))
+    urn = "urn:uuid:5a1c7e36-3f7a-4c55-9d5e-2b8f0f4b6a11"
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "Patient":
+            entry["fullUrl"] = urn
+        elif "subject" in resource:
+            resource["subject"] = {"reference": urn}
+    path = tmp_path / "bundle.json"
+    path.write_text(json.dumps(bundle), encoding="utf-8")
+    assert main(["assess", str(path), "--now", "2026-11-21"]) == 0
+    cards = json.loads(capsys.readouterr().out)["cards"]
+    kinds = {c["extension"]["calcinosis-cds"].get("subtype") for c in cards}
+    assert "dystrophic" in kinds
+
+
+def test_resources_about_another_patient_are_dropped() -> None:
+    from hooks.engine.service import facts_from_resources
+    from tests.fhir_builders import NOW, condition, patient
+
+    facts = facts_from_resources(
+        [patient("p1"), condition("L94.2", pid="p1"), condition("M34.1", pid="someone-else")],
+        patient_id="p1", now=NOW,
+    )
+    assert [c.concept for c in facts.conditions] == ["calcinosis_cutis"]

@@ -98,11 +98,15 @@ def test_bisphosphonate_with_hypocalcaemia_is_not_offered() -> None:
 
 
 def test_neonate_with_iv_calcium_is_not_offered_ceftriaxone() -> None:
-    # S5, tested through the caution table (the red flag is tested in test_assessment).
-    _, assessment = run(patient("p1", birth="2026-11-05"), condition("L94.2", sites=(FOREARM,)), condition("M34.1"),
-                        *normal_chemistry(), medication("A12AA03", text="Calcium gluconate IV"), PAIN)
-    if assessment.therapy is not None:
-        assert "ceftriaxone" not in assessment.therapy.options
+    # S5. A 16-day-old with juvenile dermatomyositis (dystrophic +4) and normal chemistry for age (phosphate
+    # 4.0-7.0 mg/dL under 12, brief §4e) given IV calcium: dystrophic 6 leads iatrogenic 4.
+    _, assessment = run(patient("p1", birth="2026-11-05"), condition("L94.2", sites=(FOREARM,)),
+                        condition("M33.00"), lab("17861-6", 9.6, "mg/dL"), lab("1751-7", 4.0, "g/dL"),
+                        lab("2777-1", 5.5, "mg/dL"), lab("2731-8", 40, "pg/mL"),
+                        medication("A12AA03", text="Calcium gluconate IV"), PAIN)
+    assert assessment.subtype == "dystrophic"
+    assert ("ceftriaxone", "neonate-iv-calcium") in cautions(assessment)
+    assert "ceftriaxone" not in options(assessment)
 
 
 def test_colchicine_with_diltiazem_is_kept_with_a_caution_and_the_card_warns() -> None:
