@@ -9,6 +9,8 @@ VENV := .venv
 FHIR_VENV := .venv-fhir
 HOST ?= 127.0.0.1
 PORT ?= 8080
+# The tests and benchmarks find the sandbox FHIR server through this variable.
+SANDBOX_ENV := CALCINOSIS_FHIR_SANDBOX=$(CURDIR)/$(FHIR_VENV)/bin/sekmet
 
 .PHONY: setup setup-fhir-sandbox setup-postgres run test lint bench clean
 
@@ -36,14 +38,14 @@ run: setup
 	CDS_ENVIRONMENT=development $(VENV)/bin/calcinosis-cds serve --host $(HOST) --port $(PORT)
 
 test: setup setup-fhir-sandbox setup-postgres
-	CALCINOSIS_FHIR_SANDBOX=$(CURDIR)/$(FHIR_VENV)/bin/sekmet $(VENV)/bin/pytest
+	$(SANDBOX_ENV) $(VENV)/bin/pytest
 
 lint: setup
 	$(VENV)/bin/ruff check hooks fhir_mappings tests bench
 	$(VENV)/bin/mypy
 
 bench: setup setup-fhir-sandbox setup-postgres
-	for b in bench/bench_*.py; do $(VENV)/bin/python $$b || exit 1; done
+	for b in bench/bench_*.py; do $(SANDBOX_ENV) $(VENV)/bin/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(FHIR_VENV) $(UVTOOL) .pytest_cache .mypy_cache .ruff_cache

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from fastapi import Depends, FastAPI, Request
@@ -305,7 +306,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         # A 500 is a bug. Log the class and where, never the request.
         log.error("unhandled %s on %s", type(exc).__name__, request.url.path, exc_info=exc)
         body = operation_outcome("internal error", code="exception")
-        return Response(orjson.dumps(body), status_code=500, media_type="application/fhir+json")
+        # This handler runs outside SecurityHeadersMiddleware, so it adds the headers itself.
+        headers = {name.decode(): value.decode() for name, value in _SECURITY_HEADERS}
+        return Response(orjson.dumps(body), status_code=500, media_type="application/fhir+json", headers=headers)
 
 
 _ERRORS = {
@@ -365,9 +368,17 @@ def _install_routes(app: FastAPI) -> None:
         """CDS Hooks 2.0 #discovery: the services this endpoint offers, with their prefetch templates."""
         settings = runtime.settings
         if settings.discovery_auth != "off" and settings.auth_required:
-            await runtime.verifier.verify(
-                request, _endpoint_url(settings, request), required=settings.discovery_auth == "required"
-            )
+            started = time.perf_counter()
+            try:
+                await runtime.verifier.verify(
+                    request, _endpoint_url(settings, request), required=settings.discovery_auth == "required"
+                )
+            except (CdsError, AuditError) as error:
+                # Failed authentication is security-relevant wherever it happens: audit it too.
+                refusal = error if isinstance(error, CdsError) else ServiceUnavailable("audit store unavailable")
+                record = HookCallRecord(record_id=str(uuid.uuid4()), received_at=runtime.clock())
+                record.code_version = __version__
+                return await _audited(runtime, record, _failure(record, refusal, prefix="discovery:"), started)
         return json_response(DiscoveryResponse(services=runtime.registry.descriptors()).to_json())
 
     @app.post(
@@ -430,11 +441,11 @@ async def handle_service_call(service_id: str, request: Request, runtime: Runtim
         )
         _record_caller(record, caller)
         if not runtime.registry.exists(service_id):
-            raise NotFound(f"no CDS service with id {service_id!r}")
+            raise NotFound("no CDS service with this id")
         cds_request, raw = await read_json_body(request, CdsRequest)
         record.hook = cds_request.hook
         record.hook_instance = cds_request.hookInstance
-        record.fhir_server = cds_request.fhirServer
+        record.fhir_server = _without_userinfo(cds_request.fhirServer)
         service = runtime.registry.resolve(service_id, cds_request.hook)
         try:
             context = context_model_for(service.hook).model_validate(cds_request.context)
@@ -482,13 +493,27 @@ async def handle_service_call(service_id: str, request: Request, runtime: Runtim
         record.ruleset_hash = outcome.ruleset_hash
         response = json_response(payload)
     except CdsError as error:
-        record.reason_class = getattr(error, "failure", None) or error.reason_class
-        response = error_response(error)
-    except Exception as exc:
+        response = _failure(record, error)
+    except AuditError:
+        response = _failure(record, ServiceUnavailable("the audit store is unavailable; retry"))
+    except Exception as exc:  # a bug still leaves an audit record: the class only, no content
         log.error("unhandled %s in service %s", type(exc).__name__, service_id)
         record.reason_class = f"internal-error:{type(exc).__name__}"
         body = operation_outcome("internal error", code="exception")
         response = Response(orjson.dumps(body), status_code=500, media_type="application/fhir+json")
+    return await _audited(runtime, record, response, started)
+
+
+def _failure(record: HookCallRecord, error: CdsError, prefix: str = "") -> Response:
+    """Record a refusal by reason class (and the allow-listed issuer when known) and build its response."""
+    record.reason_class = prefix + (getattr(error, "failure", None) or error.reason_class)
+    if error.caller_iss and not record.iss:
+        record.iss, record.kid = error.caller_iss, error.caller_kid
+    return error_response(error)
+
+
+async def _audited(runtime: Runtime, record: HookCallRecord, response: Response, started: float) -> Response:
+    """Commit the record, then let the response go; a response that cannot be audited is not sent."""
     record.http_status = response.status_code
     record.responded_at = runtime.clock()
     record.latency_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -498,6 +523,16 @@ async def handle_service_call(service_id: str, request: Request, runtime: Runtim
         log.error("audit append failed for a %s response; answering 503", response.status_code)
         return error_response(ServiceUnavailable("the response could not be audited, so it is not sent"))
     return response
+
+
+def _without_userinfo(url: str | None) -> str | None:
+    """The FHIR base as recorded: never with a user:password part."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def _record_caller(record: HookCallRecord, caller: Caller) -> None:
@@ -546,12 +581,24 @@ def _feedback_record(item: FeedbackItem, service_id: str, received: datetime, ca
 
 
 async def handle_feedback(service_id: str, request: Request, runtime: RuntimeDep) -> Response:
+    """Accepted feedback becomes feedback records; a refused feedback call is audited like a refused hook call."""
+    started = time.perf_counter()
+    try:
+        return await _record_feedback(service_id, request, runtime)
+    except (CdsError, AuditError) as error:
+        cds_error = error if isinstance(error, CdsError) else ServiceUnavailable("the audit store is unavailable")
+        record = HookCallRecord(record_id=str(uuid.uuid4()), received_at=runtime.clock(), service_id=service_id)
+        record.code_version = __version__
+        return await _audited(runtime, record, _failure(record, cds_error, prefix="feedback:"), started)
+
+
+async def _record_feedback(service_id: str, request: Request, runtime: Runtime) -> Response:
     settings = runtime.settings
     caller = await runtime.verifier.verify(
         request, _endpoint_url(settings, request), required=bool(settings.auth_required)
     )
     if not runtime.registry.exists(service_id):
-        raise NotFound(f"no CDS service with id {service_id!r}")
+        raise NotFound("no CDS service with this id")
     body, _ = await read_json_body(request, FeedbackRequest)
     received = runtime.clock()
     records = [_feedback_record(item, service_id, received, caller) for item in body.feedback]

@@ -16,6 +16,9 @@ Data the assessment cannot do without ("essential" keys) that stays unobtainable
 pages could not all be read (a ``next`` page failed, or the page cap was reached) counts as unobtainable:
 a truncated Observation list would let the assessment claim a test was never done. Missing keys are
 fetched concurrently and the whole fetch is bounded by the hook call's deadline (security brief §4.2).
+One key's fetch failing (even by raising) fails that key only: the others run to their end inside a
+``TaskGroup``, so no request outlives the call, and everything sent so far reaches the audit record, also
+when the deadline cuts a fetch short (``FetchProgress``).
 A ``fhirAuthorization.patient`` other than ``context.patientId`` makes the token unusable (security brief
 §2.2 point 2): nothing is queried with it, and essential data that only it could fetch gives 412.
 """
@@ -23,9 +26,11 @@ A ``fhirAuthorization.patient`` other than ``context.patientId`` makes the token
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -35,15 +40,19 @@ from hooks.audit.records import FhirQuery, PrefetchStateName, TokenUse
 from hooks.errors import BadRequest
 
 __all__ = [
+    "FetchProgress",
     "FetchResult",
     "FhirFetcher",
     "KeyData",
     "ResolvedData",
     "classify_prefetch_value",
+    "fetch_progress",
     "fill_template",
     "resolve_prefetch",
     "scope_allows_read",
 ]
+
+log = logging.getLogger("calcinosis_cds.fhir")
 
 # The fetcher enforces the deadline itself; this margin only catches a fetcher that does not.
 _DEADLINE_GRACE_S = 0.1
@@ -133,6 +142,36 @@ class FetchResult:
     token_rejected: bool = False
     # The access token went out in at least one request (audit ``token_use = used``).
     token_sent: bool = False
+
+
+@dataclass(slots=True)
+class FetchProgress:
+    """What one key's fetch has done so far, reported by the fetcher as it goes.
+
+    ``FetchResult`` only exists once a fetch returns; when the deadline cuts it short (or it raises), this is
+    what the audit gets instead, so ``token_use`` never says "not-used" after a request went out.
+    """
+
+    queries: list[FhirQuery] = field(default_factory=list)
+    token_sent: bool = False
+    # A request handed to the HTTP client and not answered yet: it may have reached the server.
+    in_flight: FhirQuery | None = None
+    in_flight_token: bool = False
+
+    def cut(self, failure: str) -> FetchResult:
+        queries = [*self.queries, *([self.in_flight] if self.in_flight is not None else [])]
+        token_sent = self.token_sent or (self.in_flight is not None and self.in_flight_token)
+        return FetchResult(None, queries, failure=failure, token_sent=token_sent)
+
+
+# Task-local (each key runs in its own task, with its own copy of the context), so the FhirFetcher
+# protocol stays as it is and a fetcher that does not report simply leaves the record empty.
+_progress: ContextVar[FetchProgress | None] = ContextVar("calcinosis_fetch_progress", default=None)
+
+
+def fetch_progress() -> FetchProgress | None:
+    """The progress record of the key being fetched by the current task (None outside ``resolve_prefetch``)."""
+    return _progress.get()
 
 
 class FhirFetcher(Protocol):
@@ -228,23 +267,33 @@ async def resolve_prefetch(
             _incomplete(resolved.keys[key], unusable or "no fhirServer to query")
         return resolved
 
-    async def run(key: str, target: str, is_next: bool) -> tuple[str, bool, FetchResult]:
+    async def run(key: str, target: str, is_next: bool) -> FetchResult:
         arguments: dict[str, Any] = {
             "key": key, "fhir_server": fhir_server, "access_token": access_token,
             "deadline": deadline, "allowed_bases": allowed_bases,
         }
+        progress = FetchProgress()
+        _progress.set(progress)
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic()) + _DEADLINE_GRACE_S):
                 if is_next:
-                    result = await fetcher.follow_next(next_url=target, **arguments)
-                else:
-                    result = await fetcher.fetch(query=target, **arguments)
+                    return await fetcher.follow_next(next_url=target, **arguments)
+                return await fetcher.fetch(query=target, **arguments)
         except TimeoutError:
-            result = FetchResult(None, [], failure="the FHIR deadline passed")
-        return key, is_next, result
+            return progress.cut("the FHIR deadline passed")
+        except Exception as exc:
+            # A fetcher should turn every answer into a FetchResult; one that raises fails its own key only.
+            # The class alone is logged: the message could quote a URL or a header (the token).
+            log.warning("FHIR fetch for key %s raised %s", key, type(exc).__name__)
+            return progress.cut(f"the FHIR query failed ({type(exc).__name__})")
 
-    results = await asyncio.gather(*(run(k, t, is_next) for k, (t, is_next) in pending.items()))
-    for key, is_next, result in results:
+    # Every task ends before the TaskGroup exits (run() does not raise), and a cancelled hook call cancels
+    # them all: no query keeps running, token in hand, after the call has been answered.
+    async with asyncio.TaskGroup() as group:
+        tasks = [(key, is_next, group.create_task(run(key, target, is_next)))
+                 for key, (target, is_next) in pending.items()]
+    for key, is_next, task in tasks:
+        result = task.result()
         resolved.queries.extend(result.queries)
         if result.token_sent and resolved.token_use == "not-used":
             resolved.token_use = "used"

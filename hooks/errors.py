@@ -57,6 +57,10 @@ class CdsError(Exception):
         super().__init__(diagnostics)
         self.diagnostics = diagnostics
         self.expression = expression
+        # Set on rejections after the issuer was found on the allow-list, for the audit record (brief §3.3:
+        # "401s, with iss/kid/reason class"); never shown to the client.
+        self.caller_iss: str | None = None
+        self.caller_kid: str | None = None
 
     def body(self) -> dict[str, Any]:
         return operation_outcome(self.diagnostics, code=self.issue_code, expression=self.expression)

@@ -10,26 +10,32 @@ Implements the "query ``fhirServer``" rows of the prefetch decision table (proto
 * §2.2 / §2.4 token: the access token only ever goes into the ``Authorization`` header of a request to an
   allowed base. It is never logged, never put in a ``FhirQuery`` and never retried after a 401/403.
 * §4.2 reliability: one pooled client per process, a per-request timeout, an overall deadline per hook
-  call, at most one retry (timeout, transport error or 5xx) inside the remaining deadline, and a circuit
-  breaker per FHIR base with a half-open probe.
+  call, at most one retry (timeout, transport error or 5xx) inside the remaining deadline, a circuit
+  breaker per FHIR base with a half-open probe, and a bound on requests in flight per FHIR base.
+
+Whatever a FHIR server answers, the fetch ends in a ``FetchResult``: an answer of an unexpected shape is a
+failure of that query, never an exception for the hook call (and never a breaker stuck half-open). A
+request the HTTP library refuses locally (a token that is not a valid header value, our own pool full)
+says nothing about the server: it is neither retried nor counted by the breaker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import unquote, urljoin
+from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 
 import httpx
 import orjson
 
 from fhir_mappings.models import bundle_next_link
 from hooks.audit.records import FhirQuery
-from hooks.data_access import FetchResult
+from hooks.data_access import FetchResult, fetch_progress
 from hooks.settings import Settings, is_loopback_host
 
 __all__ = [
@@ -49,6 +55,9 @@ _FHIR_JSON = ("application/fhir+json", "application/json")
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 # Below this much time left a request cannot usefully complete: answering with what we have is better.
 _MIN_ATTEMPT_S = 0.02
+# Requests in flight to one FHIR base at a time: a stalled server holds at most half of the pool
+# (max_connections=100), so the other EHRs' queries still find connections.
+_PER_BASE_IN_FLIGHT = 50
 
 
 # --------------------------------------------------------------------------- allow-list (SSRF, brief §2.3)
@@ -59,19 +68,28 @@ def normalise_base(url: str) -> str | None:
 
     None for anything that cannot be a FHIR base: not http(s), user info, query, fragment, dot segments or
     encoded separators in the path (they would let a template token walk out of the base).
+
+    Dot segments count with path parameters too: Tomcat, Jetty and Spring strip ``;...`` from a segment
+    before resolving it, so ``/fhir/..;/admin`` (or ``%2e%2e;``) reaches ``/admin`` there. ``%25`` is refused
+    outright: a server or proxy that decodes twice turns ``%252e%252e`` into ``..`` after our check.
     """
     try:
-        parsed = httpx.URL(url.strip())
+        stripped = url.strip()
+        # Any "@" in the authority, even with an empty user ("https://@host"): parsers disagree about it.
+        if "@" in urlsplit(stripped).netloc:
+            return None
+        parsed = httpx.URL(stripped)
     except (httpx.InvalidURL, TypeError, ValueError):
         return None
     scheme = parsed.scheme.lower()
     if scheme not in _DEFAULT_PORTS or not parsed.host or parsed.userinfo or parsed.query or parsed.fragment:
         return None
     raw_path = parsed.raw_path.decode("ascii", "replace")
-    if "%2f" in raw_path.lower() or "%5c" in raw_path.lower() or "\\" in raw_path:
+    lowered = raw_path.lower()
+    if "%2f" in lowered or "%5c" in lowered or "%25" in lowered or "\\" in raw_path:
         return None
     segments = [s for s in unquote(raw_path).split("/") if s]
-    if any(s in {".", ".."} for s in segments):
+    if any(s.split(";", 1)[0] in {".", ".."} for s in segments):
         return None
     port = parsed.port or _DEFAULT_PORTS[scheme]
     host = parsed.host.lower()
@@ -84,6 +102,8 @@ def normalise_base(url: str) -> str | None:
 def within_base(url: str, base: str) -> bool:
     """True when ``url`` (a full URL, query allowed) lies at or under the normalised ``base``."""
     try:
+        if "@" in urlsplit(url).netloc:
+            return False
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError):
         return False
@@ -127,7 +147,9 @@ class CircuitBreaker:
     """Per FHIR base: open after ``threshold`` consecutive failures, one half-open probe after ``reset_s``.
 
     A failure is a timeout, a transport error or a 5xx: the server is unavailable. A 4xx, a bad body or a
-    rejected token say nothing about availability and count as a success for the breaker.
+    rejected token say nothing about availability and count as a success for the breaker. A request refused
+    on our side (invalid header value, our own pool or per-base slots full) never reached the server and is
+    not counted at all.
     """
 
     threshold: int
@@ -176,13 +198,23 @@ class CircuitBreaker:
 
 
 class _Failure(Exception):
-    def __init__(self, outcome: Outcome, reason: str, status: int | None = None, *, unavailable: bool = False) -> None:
+    def __init__(
+        self,
+        outcome: Outcome,
+        reason: str,
+        status: int | None = None,
+        *,
+        unavailable: bool = False,
+        local: bool = False,
+    ) -> None:
         super().__init__(reason)
         self.outcome: Outcome = outcome
         self.reason = reason
         self.status = status
         # Counts towards the breaker and may be retried once.
         self.unavailable = unavailable
+        # Refused on our side before anything reached the server: no verdict on it, no token sent, no retry.
+        self.local = local
 
 
 @dataclass(slots=True)
@@ -206,9 +238,20 @@ def _relative(url: str, base: str) -> str:
 
 def _with_count(relative: str, count: int) -> str:
     """A search without ``_count`` gets one: the result set is the same (R45), the page count smaller."""
-    if count <= 0 or _is_read(relative) or "_count=" in relative:
+    if count <= 0 or _is_read(relative):
+        return relative
+    # Parameter names, not a substring: "x_count=5" or a value holding "_count=" is not a page size.
+    if any(name == "_count" for name, _ in parse_qsl(relative.partition("?")[2], keep_blank_values=True)):
         return relative
     return f"{relative}{'&' if '?' in relative else '?'}_count={count}"
+
+
+def _join(fhir_server: str, link: str) -> str | None:
+    """A ``next`` link resolved against the base; None when it is not even a URL (e.g. "http://[::1")."""
+    try:
+        return urljoin(fhir_server.rstrip("/") + "/", link)
+    except ValueError:
+        return None
 
 
 def _is_read(relative: str) -> bool:
@@ -238,13 +281,24 @@ def _validate(document: Any, relative: str, status: int) -> _Page:
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             continue
         if resource["resourceType"] == "OperationOutcome":
-            # search.mode=outcome: a warning or an error about the search itself.
-            issues = resource.get("issue") or []
-            if any(isinstance(i, dict) and i.get("severity") in {"error", "fatal"} for i in issues):
+            # search.mode=outcome: a warning or an error about the search itself. One that cannot be read
+            # could be an error, so it fails the query rather than being skipped.
+            if any(severity in {"error", "fatal"} for severity in _severities(resource, status)):
                 raise _Failure("error", "the searchset Bundle carries an error OperationOutcome", status)
             continue
         resources.append(resource)
     return _Page(resources, bundle_next_link(document), status)
+
+
+def _severities(outcome: dict[str, Any], status: int) -> list[str]:
+    issues = outcome.get("issue")
+    if issues is None:
+        return []
+    if not isinstance(issues, list) or not all(
+        isinstance(issue, dict) and isinstance(issue.get("severity"), str) for issue in issues
+    ):
+        raise _Failure("error", "the searchset Bundle carries a malformed OperationOutcome", status)
+    return [issue["severity"] for issue in issues]
 
 
 class HttpxFhirFetcher:
@@ -256,10 +310,13 @@ class HttpxFhirFetcher:
         *,
         client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.monotonic,
+        per_base_in_flight: int = _PER_BASE_IN_FLIGHT,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.breaker = CircuitBreaker(settings.fhir_breaker_failures, settings.fhir_breaker_reset_s, clock)
+        self.per_base_in_flight = per_base_in_flight
+        self._slots: dict[str, asyncio.Semaphore] = {}
         self.client = client or httpx.AsyncClient(
             # Redirects are refused (SSRF): a 3xx is a failure, never followed.
             follow_redirects=False,
@@ -308,8 +365,8 @@ class HttpxFhirFetcher:
         base = self._allowed(fhir_server, allowed_bases)
         if base is None:
             return self._refused(key, "(next page)", "fhirServer is not an allowed FHIR base")
-        url = urljoin(fhir_server.rstrip("/") + "/", next_url)
-        if not within_base(url, base):
+        url = _join(fhir_server, next_url)
+        if url is None or not within_base(url, base):
             return self._refused(key, "(next page)", "the next link leaves the fhirServer base")
         return await self._pages(key, fhir_server, base, url, access_token, deadline, first_is_ehr_page=True)
 
@@ -360,8 +417,8 @@ class HttpxFhirFetcher:
             resources.extend(attempt.page.resources)
             current = None
             if attempt.page.next_url is not None:
-                candidate = urljoin(fhir_server.rstrip("/") + "/", attempt.page.next_url)
-                if not within_base(candidate, base):
+                candidate = _join(fhir_server, attempt.page.next_url)
+                if candidate is None or not within_base(candidate, base):
                     return FetchResult(
                         None, queries, failure="the next link leaves the fhirServer base", token_sent=sent
                     )
@@ -393,34 +450,62 @@ class HttpxFhirFetcher:
         if not self.breaker.allow(base):
             query = FhirQuery(key, kind, relative, None, 0, 0.0, "circuit-open")
             return _Attempt(None, [query], "the FHIR server is failing (circuit breaker open)")
-        budget = min(self.settings.fhir_request_timeout_s, remaining)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        status: int | None = None
+        progress = fetch_progress()
+        if progress is not None:
+            # Kept if the caller's own deadline cuts this request: it may already have reached the server.
+            progress.in_flight = FhirQuery(key, kind, relative, None, 0, 0.0, "deadline")
+            progress.in_flight_token = bool(token)
         try:
-            async with asyncio.timeout(budget):
-                page = await self._request(url, relative, headers, budget)
+            attempt = await self._attempt(key, base, url, relative, token, deadline, started, probe=probe)
+        finally:
+            if probe:
+                # Whatever happened (even an exception or a cancellation), the probe ends here. After a
+                # verdict (record) this changes nothing; without one, the next request probes instead of
+                # the server staying cut off until restart.
+                self.breaker.release_probe(base)
+        if progress is not None:
+            progress.in_flight = None
+            progress.queries.extend(attempt.queries)
+            progress.token_sent = progress.token_sent or attempt.token_sent
+        return attempt
+
+    async def _attempt(
+        self,
+        key: str,
+        base: str,
+        url: str,
+        relative: str,
+        token: str | None,
+        deadline: float,
+        started: float,
+        *,
+        probe: bool,
+    ) -> _Attempt:
+        kind = _resource_type(relative)
+        budget = min(self.settings.fhir_request_timeout_s, deadline - started)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            async with self._slot(base, budget):
+                # Time spent waiting for a slot is not the server's: the request gets what is left.
+                budget = min(self.settings.fhir_request_timeout_s, deadline - self.clock())
+                async with asyncio.timeout(max(budget, 0.0)):
+                    page = await self._request(url, relative, headers, budget)
         except _Failure as failure:
-            status = failure.status
-            self.breaker.record(base, failed=failure.unavailable)
+            if not failure.local:
+                self.breaker.record(base, failed=failure.unavailable)
             ms = round((self.clock() - started) * 1000, 3)
-            query = FhirQuery(key, kind, relative, status, 0, ms, failure.outcome)
+            query = FhirQuery(key, kind, relative, failure.status, 0, ms, failure.outcome)
             rejected = failure.outcome == "rejected" and bool(token)
             log.info("FHIR %s query for key %s failed: %s (%s)", kind, key, failure.outcome, failure.reason)
             return _Attempt(
-                None, [query], failure.reason, rejected=rejected, retryable=failure.unavailable, token_sent=bool(token)
+                None, [query], failure.reason, rejected=rejected, retryable=failure.unavailable,
+                token_sent=bool(token) and not failure.local,
             )
-        except asyncio.CancelledError:
-            # Cancelled from outside (the caller went away): a probe must not leave the breaker stuck half-open.
-            if probe:
-                self.breaker.release_probe(base)
-            raise
         except TimeoutError:
             cut_by_deadline = budget < self.settings.fhir_request_timeout_s
-            if cut_by_deadline and probe:
-                # Cut short by our own deadline: no verdict on the server, so the next request probes again.
-                self.breaker.release_probe(base)
-            else:
+            if not (cut_by_deadline and probe):
                 self.breaker.record(base, failed=True)
+            # A probe cut short by our own deadline gives no verdict: _get_once releases it for the next one.
             ms = round((self.clock() - started) * 1000, 3)
             outcome: Outcome = "deadline" if cut_by_deadline else "timeout"
             query = FhirQuery(key, kind, relative, None, 0, ms, outcome)
@@ -429,11 +514,37 @@ class HttpxFhirFetcher:
                 None, [query], f"the FHIR server did not answer within {budget:.2f} s",
                 retryable=not cut_by_deadline, token_sent=bool(token),
             )
+        except Exception as exc:
+            # Safety net for an answer of a shape nothing above foresaw: a bad response from a server that did
+            # answer (a success for the breaker), never an exception for the hook call. Only the class is
+            # logged: a message could quote the URL or the body.
+            self.breaker.record(base, failed=False)
+            ms = round((self.clock() - started) * 1000, 3)
+            query = FhirQuery(key, kind, relative, None, 0, ms, "error")
+            log.warning("FHIR %s query for key %s: unreadable answer (%s)", kind, key, type(exc).__name__)
+            return _Attempt(
+                None, [query], f"the FHIR server answered something unreadable ({type(exc).__name__})",
+                token_sent=bool(token),
+            )
         self.breaker.record(base, failed=False)
         ms = round((self.clock() - started) * 1000, 3)
         query = FhirQuery(key, kind, relative, page.status, len(page.resources), ms, "ok")
         log.debug("FHIR %s query for key %s: %d resources in %.0f ms", kind, key, len(page.resources), ms)
         return _Attempt(page, [query], None, token_sent=bool(token))
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, base: str, wait_s: float) -> AsyncIterator[None]:
+        """One of the base's in-flight slots; a wait that outlasts ``wait_s`` is our own limit, not the server's."""
+        slots = self._slots.setdefault(base, asyncio.Semaphore(self.per_base_in_flight))
+        try:
+            async with asyncio.timeout(max(wait_s, 0.0)):
+                await slots.acquire()
+        except TimeoutError:
+            raise _Failure("error", "too many queries already in flight to this FHIR server", local=True) from None
+        try:
+            yield
+        finally:
+            slots.release()
 
     async def _request(self, url: str, relative: str, headers: dict[str, str], budget: float) -> _Page:
         limit = self.settings.fhir_max_response_bytes
@@ -451,17 +562,31 @@ class HttpxFhirFetcher:
                 media = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
                 if media not in _FHIR_JSON:
                     raise _Failure("bad-content-type", "the FHIR server answered a non-JSON content type", status)
+                # identity is asked for; a compressed body would be inflated before the size cap could count
+                # it (a few kB of gzip can be gigabytes), so it is not read at all.
+                encoding = response.headers.get("content-encoding", "").strip().lower()
+                if encoding not in ("", "identity"):
+                    raise _Failure("error", "compressed response refused", status)
                 declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > limit:
+                # isdigit() also accepts "²", which int() then refuses.
+                if declared.isascii() and declared.isdecimal() and int(declared) > limit:
                     raise _Failure("too-large", f"the FHIR response is over {limit} bytes", status)
                 body = bytearray()
-                # Decoded bytes are counted: they are what gets parsed (identity is asked for anyway).
-                async for chunk in response.aiter_bytes():
+                # Raw bytes are counted: with identity they are exactly what gets parsed.
+                async for chunk in response.aiter_raw():
                     body.extend(chunk)
                     if len(body) > limit:
                         raise _Failure("too-large", f"the FHIR response is over {limit} bytes", status)
+        except httpx.PoolTimeout:
+            # Our own pool is full: nothing was sent, and the server may be perfectly healthy.
+            raise _Failure("error", "no free connection in the local pool", local=True) from None
         except httpx.TimeoutException:
             raise TimeoutError from None
+        except (httpx.LocalProtocolError, httpx.UnsupportedProtocol, UnicodeEncodeError) as exc:
+            # The HTTP library refused to send this request (e.g. CR/LF or non-ASCII in the token): a fault of
+            # this call's input, so one caller cannot open the breaker for everyone. Class name only: the
+            # exception can hold the header value, that is the token.
+            raise _Failure("error", f"the request could not be sent ({type(exc).__name__})", local=True) from None
         except httpx.HTTPError as exc:
             # Transport failures say nothing secret; their text could hold the URL, so only the class is kept.
             raise _Failure("error", f"transport error ({type(exc).__name__})", unavailable=True) from None
@@ -469,7 +594,14 @@ class HttpxFhirFetcher:
             document = orjson.loads(bytes(body))
         except orjson.JSONDecodeError:
             raise _Failure("error", "the FHIR server answered invalid JSON", status) from None
-        return _validate(document, relative, status)
+        try:
+            return _validate(document, relative, status)
+        except _Failure:
+            raise
+        except Exception as exc:
+            # A shape _validate did not foresee: a bad response (the server did answer), never a 500.
+            raise _Failure("error", f"the FHIR server answered an unreadable resource ({type(exc).__name__})",
+                           status) from None
 
 
 @dataclass(slots=True)

@@ -55,6 +55,7 @@ __all__ = [
 # "summary ... MUST be less than 140 characters" (#card-attributes): 139 is the longest allowed.
 SUMMARY_MAX_CHARS = 139
 
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]{1,8192}=*")
 _REFERENCE = re.compile(r"^[A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
 _USER_TYPES = ("Practitioner", "PractitionerRole", "Patient", "RelatedPerson")
 
@@ -93,6 +94,14 @@ class FhirAuthorization(_Incoming):
     scope: str
     subject: str
     patient: str | None = None
+
+    @field_validator("access_token")
+    @classmethod
+    def _b64token(cls, value: SecretStr) -> SecretStr:
+        # RFC 6750 §2.1 b64token: anything else (CR/LF, non-ASCII) could not be sent as a header anyway.
+        if not _B64TOKEN.fullmatch(value.get_secret_value()):
+            raise ValueError("access_token must be an RFC 6750 bearer token (b64token, at most 8192 characters)")
+        return value
 
     @field_validator("token_type")
     @classmethod

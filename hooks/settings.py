@@ -96,7 +96,7 @@ class Settings(BaseSettings):
         if self.auth_required is None:
             self.auth_required = self.environment != "development"
         if self.audit_key is None:
-            if self.environment == "production":
+            if self.environment != "development":
                 raise ValueError("CDS_AUDIT_KEY is required outside development (it keys the audit hash chain)")
             self.audit_key = SecretStr(DEVELOPMENT_AUDIT_KEY)
         if self.audit_dsn is None:

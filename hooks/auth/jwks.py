@@ -21,7 +21,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt import PyJWK
-from jwt.exceptions import PyJWKError
+from jwt.exceptions import PyJWTError
 
 from hooks.auth.trust import TrustConfigError, check_fetch_url
 
@@ -57,7 +57,8 @@ def parse_jwks(document: object) -> dict[str, PublicKey]:
             continue
         try:
             jwk = PyJWK(dict(raw))
-        except (PyJWKError, ValueError, TypeError, KeyError):
+        except (PyJWTError, ValueError, TypeError, KeyError):
+            # One unusable key (unknown kty or crv, an encryption key, bad fields) must not cost the others.
             continue
         alg, use = raw.get("alg"), raw.get("use")
         keys[raw["kid"]] = PublicKey(jwk, alg if isinstance(alg, str) else None, use if isinstance(use, str) else None)
@@ -155,12 +156,16 @@ class JwksCache:
         try:
             # httpx timeouts are per phase; asyncio.timeout bounds the whole exchange (a trickling server).
             async with asyncio.timeout(self._timeout_s), self._client.stream(
-                "GET", url, headers={"Accept": "application/json"}, follow_redirects=False, timeout=self._timeout_s
+                "GET", url, headers={"Accept": "application/json", "Accept-Encoding": "identity"},
+                follow_redirects=False, timeout=self._timeout_s,
             ) as response:
                 if response.status_code != 200:
                     raise JwksUnavailable(f"HTTP {response.status_code}")
+                # A compressed body would be inflated before the size cap counts it.
+                if response.headers.get("content-encoding", "identity").lower() != "identity":
+                    raise JwksUnavailable("compressed response")
                 declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > self._max_bytes:
+                if declared.isascii() and declared.isdecimal() and int(declared) > self._max_bytes:
                     raise JwksUnavailable("over the size cap")
                 async for chunk in response.aiter_bytes():
                     body += chunk

@@ -24,11 +24,12 @@ import jwt
 from jwt.exceptions import InvalidSignatureError, PyJWTError
 from starlette.requests import Request
 
+from hooks.audit.store import AuditError
 from hooks.auth import ANONYMOUS, Caller, CallerVerifier, NoAuth
 from hooks.auth.jwks import JwksCache, JwksUnavailable, PublicKey, key_fits_algorithm, parse_jwks
 from hooks.auth.rate_limit import TokenBucketLimiter
 from hooks.auth.trust import IssuerTrust, TrustConfig, TrustConfigError, load_trust_file
-from hooks.errors import TooManyRequests, Unauthorized
+from hooks.errors import CdsError, ServiceUnavailable, TooManyRequests, Unauthorized
 from hooks.settings import Settings
 
 __all__ = ["JtiStore", "JwtVerifier", "build_verifier"]
@@ -172,12 +173,22 @@ class JwtVerifier:
             raise Unauthorized("bad-signature") from None
         except PyJWTError:
             raise Unauthorized("invalid-claim") from None
-        # 6. Rate limit per verified issuer and tenant, before the jti is spent.
-        self._rate_limit(f"iss:{issuer.iss}|{tenant or ''}")
-        # 7. jti unseen; kept until the token could no longer be accepted.
-        expires_at = datetime.fromtimestamp(exp + self._leeway_s, tz=UTC)
-        if not await self._jti_store.remember_jti(issuer.iss, jti, expires_at):
-            raise Unauthorized("replayed-jti")
+        try:
+            # 6. Rate limit per verified issuer and tenant, before the jti is spent.
+            self._rate_limit(f"iss:{issuer.iss}|{tenant or ''}")
+            # 7. jti unseen; kept until the token could no longer be accepted.
+            expires_at = datetime.fromtimestamp(exp + self._leeway_s, tz=UTC)
+            try:
+                fresh = await self._jti_store.remember_jti(issuer.iss, jti, expires_at)
+            except AuditError:
+                # Replay cannot be checked: fail closed, but it is the service's fault, not the caller's.
+                raise ServiceUnavailable("the replay cache is unavailable; retry") from None
+            if not fresh:
+                raise Unauthorized("replayed-jti")
+        except CdsError as exc:
+            # The signature verified: this refusal is attributable to the issuer (brief §3.3, 401s with iss/kid).
+            exc.caller_iss, exc.caller_kid = issuer.iss, kid
+            raise
         return Caller(
             authenticated=True,
             iss=issuer.iss,
@@ -206,6 +217,9 @@ class JwtVerifier:
         try:
             fetched = await self._jwks.key(jku, kid)
         except JwksUnavailable:
+            raise Unauthorized("jwks-unavailable") from None
+        except Exception:  # whatever a client's key set holds, it is a 401, never a 500
+            log.warning("unexpected error reading the JWK Set of %s", issuer.iss)
             raise Unauthorized("jwks-unavailable") from None
         if fetched is None:
             raise Unauthorized("unknown-kid")

@@ -133,3 +133,56 @@ async def test_hook_instance_reuse_is_still_answered(make_client: Callable[..., 
         first = await client.post(SERVICE, json=body)
         second = await client.post(SERVICE, json=body)
     assert first.status_code == second.status_code == 200
+
+
+async def test_refused_feedback_calls_are_audited(make_client: Callable[..., Any], memory_store: MemoryAuditStore) -> None:
+    async with make_client() as client:
+        response = await client.post(f"{SERVICE}/feedback", content=b"{", headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    record = memory_store.calls[-1]
+    assert record.http_status == 400
+    assert record.reason_class == "feedback:invalid-request"
+
+
+async def test_unknown_service_is_not_echoed(make_client: Callable[..., Any]) -> None:
+    async with make_client() as client:
+        response = await client.post("/cds-services/%3Cscript%3E", json=request_body())
+    assert response.status_code == 404
+    assert "script" not in response.text
+
+
+async def test_fhir_server_credentials_are_not_recorded(
+    make_client: Callable[..., Any], memory_store: MemoryAuditStore
+) -> None:
+    body = request_body(fhirServer="https://user:secret@ehr.example.org:8443/fhir")
+    async with make_client() as client:
+        await client.post(SERVICE, json=body)
+    assert memory_store.calls[-1].fhir_server == "https://ehr.example.org:8443/fhir"
+
+
+async def test_an_unhandled_error_is_a_500_with_security_headers_and_an_audit_record(
+    make_client: Callable[..., Any], memory_store: MemoryAuditStore
+) -> None:
+    from hooks.registry import HookCall, HookOutcome, ServiceDefinition, ServiceRegistry
+
+    def broken(call: HookCall) -> HookOutcome:
+        raise RuntimeError("bug")
+
+    registry = ServiceRegistry()
+    registry.register(ServiceDefinition(id="broken", hook="patient-view", title="t", description="d",
+                                        prefetch={}, essential_keys=frozenset(), handler=broken))
+    async with make_client(registry=registry) as client:
+        response = await client.post("/cds-services/broken", json=request_body())
+    assert response.status_code == 500
+    assert is_operation_outcome(response.json())
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert memory_store.calls[-1].reason_class == "internal-error:RuntimeError"
+
+
+@pytest.mark.parametrize("token", ["tök", "abc\r\nX-Injected: 1", "", "a b", "x" * 9000])
+async def test_access_token_outside_rfc6750_syntax_is_400(make_client: Callable[..., Any], token: str) -> None:
+    async with make_client() as client:
+        response = await client.post(SERVICE, json=_token_body(access_token=token))
+    assert response.status_code == 400
+    assert "access_token" in response.json()["issue"][0]["diagnostics"]
+    assert "X-Injected" not in response.text

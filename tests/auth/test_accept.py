@@ -10,7 +10,7 @@ from typing import Any
 import jwt
 import pytest
 
-from hooks.audit import MemoryAuditStore
+from hooks.audit import AuditError, MemoryAuditStore
 from hooks.auth.jwks import parse_jwks
 from tests.auth.conftest import (
     DISCOVERY_URL,
@@ -162,3 +162,25 @@ async def test_spec_example_jwt_is_rejected_as_expired_by_the_service(
         response = await client.post("/cds-services/some-service", json=hook_body(), headers=bearer(SPEC_JWT))
     assert response.status_code == 401
     assert store.calls[-1].reason_class == "expired"
+
+
+async def test_replay_cache_outage_is_503_not_401(
+    auth_client: Any, store: MemoryAuditStore, jwks: JwksServer, es_key: SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def unavailable(*args: Any, **kwargs: Any) -> bool:
+        raise AuditError("database down")
+
+    monkeypatch.setattr(store, "remember_jti", unavailable)
+    token = sandbox_token(es_key, iss="https://ehr.test", aud=SERVICE_URL, jku=jwks.url("/es.json"))
+    async with auth_client() as client:
+        response = await client.post("/cds-services/stub", json=hook_body(), headers=bearer(token))
+    assert response.status_code == 503
+    assert store.calls[-1].http_status == 503
+    assert store.calls[-1].iss == "https://ehr.test"  # the signature verified
+
+
+async def test_refused_discovery_is_audited(auth_client: Any, store: MemoryAuditStore) -> None:
+    async with auth_client() as client:
+        response = await client.get("/cds-services", headers={"Authorization": "Bearer not-a-jwt"})
+    assert response.status_code == 401
+    assert store.calls[-1].reason_class == "discovery:malformed-token"

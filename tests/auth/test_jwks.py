@@ -130,3 +130,23 @@ def test_private_keys_published_in_a_jwks_are_ignored() -> None:
     private = json.loads((VECTORS / "spec-2.0.1-jwk-private-EXAMPLE-ONLY.json").read_text())
     assert parse_jwks({"keys": [private]}) == {}
     assert "example-kid" in parse_jwks(json.loads((VECTORS / "spec-2.0.1-jwks-public.json").read_text()))
+
+
+@pytest.mark.parametrize(
+    "odd_key",
+    [
+        pytest.param({"kty": "OKP", "crv": "X448", "kid": "enc-1", "use": "enc"}, id="unsupported-curve"),
+        pytest.param({"kty": "nope", "kid": "x-1"}, id="unknown-kty"),
+        pytest.param({"kty": "EC", "crv": "P-384", "kid": "bad-1", "x": "!!", "y": "??"}, id="bad-coordinates"),
+    ],
+)
+async def test_one_unusable_key_in_the_set_costs_nothing_else(
+    auth_client: Any, tmp_path: Path, odd_key: dict[str, Any]
+) -> None:
+    key = SigningKey.es384()
+    with JwksServer() as server:
+        body = {"keys": [key.public_jwk(), odd_key]}
+        server.set_route("/jwks.json", json.dumps(body).encode())
+        first = await _call_with(auth_client, tmp_path, server.url(), key)
+        assert first.status_code == 200
+        assert parse_jwks(body).keys() == {key.kid}

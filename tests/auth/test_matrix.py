@@ -195,7 +195,11 @@ async def test_every_bad_token_is_a_generic_401(
     assert response.headers["www-authenticate"] == "Bearer"
     assert store.calls[-1].http_status == 401
     assert store.calls[-1].reason_class == reason
-    assert store.calls[-1].iss is None  # an unverified caller is never attributed to an issuer
+    # An unverified caller is never attributed to an issuer; a replay carries a verified signature, so it is.
+    if reason == "replayed-jti":
+        assert store.calls[-1].iss == "https://ehr.test"
+    else:
+        assert store.calls[-1].iss is None
     if reason == "unknown-kid":
         assert jwks.hits("/es.json") == hits_before + 1  # exactly one forced refresh before giving up
     assert jwks.hits("/attacker.json") == 0  # a jku off the allow-list is never fetched

@@ -522,3 +522,104 @@ async def test_a_key_the_scopes_do_not_grant_is_not_queried(
     assert response.status_code == 412
     assert "does not grant Condition read" in response.text
     assert not any("Condition" in str(call.request.url) for call in anywhere.calls)
+
+
+# --------------------------------------------------------------------------- security review fixes
+
+
+class OneKeyRaises:
+    """``conditions`` raises at once; the other keys answer a little later."""
+
+    def __init__(self) -> None:
+        self.finished: list[str] = []
+
+    async def fetch(self, *, key: str, query: str, **_: Any) -> FetchResult:
+        if key == "conditions":
+            raise RuntimeError("a fetcher bug")
+        await asyncio.sleep(0.05)
+        self.finished.append(key)
+        return FetchResult([res("Thing", key)], [])
+
+    async def follow_next(self, *, key: str, next_url: str, **_: Any) -> FetchResult:
+        raise AssertionError("not used")
+
+
+async def test_one_key_raising_fails_that_key_only() -> None:
+    fetcher = OneKeyRaises()
+    resolved = await resolve_prefetch(
+        prefetch={"patient": PATIENT}, templates=STUB_TEMPLATES, context={"patientId": "p1"},
+        fhir_server=BASE, access_token=None, fetcher=fetcher, allowed_bases=(BASE,),
+        deadline=time.monotonic() + 2,
+    )
+    assert not resolved.keys["conditions"].obtained
+    assert resolved.keys["conditions"].failure == "the FHIR query failed (RuntimeError)"
+    # The siblings ran to their end inside resolve_prefetch and their data is used.
+    assert sorted(fetcher.finished) == ["medications", "observations"]
+    assert resolved.keys["observations"].resources == [res("Thing", "observations")]
+
+
+@respx.mock(assert_all_called=False)
+async def test_malformed_outcome_from_the_fhir_server_never_gives_500(
+    respx_mock: respx.MockRouter, client_for: Any, memory_store: MemoryAuditStore
+) -> None:
+    routes = mock_ehr(
+        respx_mock,
+        Observation=ok(searchset(res("Observation", "o1"), {"resourceType": "OperationOutcome", "issue": 5})),
+        MedicationRequest=ok(searchset({"resourceType": "OperationOutcome", "issue": [{"severity": ["x"]}]})),
+    )
+    async with client_for() as client:
+        response = await client.post(URL, json=body())
+        assert response.status_code == 412
+        assert "'observations'" in response.json()["issue"][0]["diagnostics"]
+        # The breaker saw answers, not an outage: the next call reaches the server again.
+        routes["Observation"].mock(return_value=ok(searchset(res("Observation", "o1"))))
+        routes["MedicationRequest"].mock(return_value=ok(searchset()))
+        again = await client.post(URL, json=body())
+    assert again.status_code == 200
+    assert routes["Observation"].call_count == 2
+    assert memory_store.calls[-2].token_use == "used"
+
+
+class IgnoresItsDeadline:
+    """The real client given a far deadline: only resolve_prefetch's own timeout stops it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def fetch(self, **arguments: Any) -> FetchResult:
+        arguments["deadline"] = time.monotonic() + 30
+        result: FetchResult = await self.inner.fetch(**arguments)
+        return result
+
+    async def follow_next(self, **arguments: Any) -> FetchResult:
+        raise AssertionError("not used")
+
+
+@respx.mock(assert_all_called=False)
+async def test_a_fetch_cut_by_the_outer_deadline_keeps_its_queries_and_token_use(
+    respx_mock: respx.MockRouter,
+) -> None:
+    from hooks.fhir_client import HttpxFhirFetcher
+
+    async def stall(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(10)
+        return ok(searchset())
+
+    mock_ehr(respx_mock, Observation=[httpx.Response(503), stall])
+    inner = HttpxFhirFetcher(settings_for(fhir_allowed_bases=[BASE], fhir_search_count=0, fhir_request_timeout_s=10))
+    try:
+        started = time.monotonic()
+        resolved = await resolve_prefetch(
+            prefetch={k: v for k, v in FULL_PREFETCH.items() if k != "observations"}, templates=STUB_TEMPLATES,
+            context={"patientId": "p1"}, fhir_server=BASE, access_token=CANARY, fetcher=IgnoresItsDeadline(inner),
+            allowed_bases=(BASE,), deadline=time.monotonic() + 0.2,
+        )
+        assert time.monotonic() - started < 1.0
+    finally:
+        await inner.aclose()
+    assert resolved.keys["observations"].failure == "the FHIR deadline passed"
+    # The only fetch was cut, yet what it sent is on record: the 503 attempt and the retry still in flight.
+    assert resolved.token_use == "used"
+    assert [(q.key, q.status, q.outcome) for q in resolved.queries] == [
+        ("observations", 503, "error"), ("observations", None, "deadline")
+    ]

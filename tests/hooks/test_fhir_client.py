@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import time
+import zlib
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import respx
 
@@ -77,6 +80,17 @@ async def fetch(
         ("https://ehr.example.org/fhir/../admin", "https://ehr.example.org:443/admin"),
         ("https://ehr.example.org/fhir/%2e%2e/admin", None),
         ("https://ehr.example.org/fhir%2fadmin", None),
+        # Path parameters do not hide dot segments: Tomcat, Jetty and Spring resolve "..;" as "..".
+        ("https://ehr.example.org/fhir/..;/admin", None),
+        ("https://ehr.example.org/fhir/..;jsessionid=x/admin", None),
+        ("https://ehr.example.org/fhir/%2e%2e;/admin", None),
+        ("https://ehr.example.org/fhir/..%3b/admin", None),
+        ("https://ehr.example.org/fhir/.;x/Patient", None),
+        ("https://ehr.example.org/fhir/%252e%252e/admin", None),  # decoded twice downstream
+        ("https://ehr.example.org/fhir/a%25b", None),
+        ("https://ehr.example.org/fhir;v=4/Patient", "https://ehr.example.org:443/fhir;v=4/Patient"),
+        ("https://@ehr.example.org/fhir", None),  # empty user info is still user info
+        ("https://user@ehr.example.org/fhir", None),
         ("ftp://ehr.example.org/fhir", None),
         ("not a url", None),
     ],
@@ -113,6 +127,13 @@ def test_within_base_keeps_next_links_on_the_base() -> None:
     assert not within_base("https://evil.example.org/fhir/Observation", base)
     assert not within_base("https://ehr.example.org/fhir/../admin", base)
     assert not within_base("https://ehr.example.org/fhirx/Observation", base)
+    assert not within_base("https://ehr.example.org/fhir/..;/admin", base)
+    assert not within_base("https://ehr.example.org/fhir/%2e%2e;/admin?x=1", base)
+    assert not within_base("https://ehr.example.org/fhir/%252e%252e/admin", base)
+    assert not within_base("https://u:p@ehr.example.org/fhir/Observation", base)
+    assert not within_base("https://@ehr.example.org/fhir/Observation", base)
+    # %25 stays allowed in the query, where it is ordinary data.
+    assert within_base("https://ehr.example.org/fhir/Observation?code=a%25b", base)
 
 
 @respx.mock(assert_all_called=False)
@@ -436,3 +457,309 @@ async def test_breaker_short_circuits_a_dead_server_and_recovers(respx_mock: res
         assert fetcher.breaker.state(fetcher._allowed(BASE, (BASE,)) or "") == "closed"
     finally:
         await fetcher.aclose()
+
+
+# --------------------------------------------------------------------------- security review fixes
+
+
+@pytest.mark.parametrize(
+    "next_url",
+    [
+        f"{BASE}/..;/admin",
+        "..;/admin/users",
+        f"{BASE}/%2e%2e;/admin",
+        f"{BASE}/%252e%252e/admin",
+        "https://user:pw@ehr.example.org/fhir/Observation?page=2",
+        "http://[::1",  # not even a URL: a failure, not an exception
+    ],
+)
+@respx.mock(assert_all_called=False)
+async def test_next_link_escaping_through_path_parameters_is_not_followed(
+    respx_mock: respx.MockRouter, next_url: str
+) -> None:
+    first = respx_mock.get(f"{BASE}/Observation", params={"patient": "p1"}).mock(
+        return_value=ok(searchset(obs(1), next_url=next_url))
+    )
+    anywhere = respx_mock.route().mock(return_value=ok(searchset()))
+    result = await fetch(make_fetcher(), "Observation?patient=p1")
+    assert result.resources is None
+    assert "leaves the fhirServer base" in (result.failure or "")
+    assert first.call_count == 1
+    assert not anywhere.called
+
+
+@pytest.mark.parametrize(
+    "next_url", [f"{BASE}/..;/admin", f"{BASE}/%2e%2e;/admin", "https://@ehr.example.org/fhir/Observation"]
+)
+@respx.mock(assert_all_called=False)
+async def test_follow_next_refuses_an_ehr_next_link_out_of_the_base(
+    respx_mock: respx.MockRouter, next_url: str
+) -> None:
+    anywhere = respx_mock.route().mock(return_value=ok(searchset()))
+    fetcher = make_fetcher()
+    try:
+        result = await fetcher.follow_next(
+            key="observations", fhir_server=BASE, next_url=next_url, access_token=TOKEN,
+            deadline=time.monotonic() + 5, allowed_bases=(BASE,),
+        )
+    finally:
+        await fetcher.aclose()
+    assert result.resources is None
+    assert not anywhere.called
+
+
+MALFORMED_OUTCOMES = [
+    {"resourceType": "OperationOutcome", "issue": 5},
+    {"resourceType": "OperationOutcome", "issue": [{"severity": ["error"], "code": "x"}]},
+    {"resourceType": "OperationOutcome", "issue": [{"severity": {"a": 1}}]},
+    {"resourceType": "OperationOutcome", "issue": [7]},
+    {"resourceType": "OperationOutcome", "issue": [{"code": "processing"}]},  # severity is 1..1
+]
+
+
+@pytest.mark.parametrize("outcome", MALFORMED_OUTCOMES)
+@respx.mock
+async def test_malformed_outcome_entry_is_a_bad_response(respx_mock: respx.MockRouter, outcome: Any) -> None:
+    route = respx_mock.get(url__startswith=f"{BASE}/Observation").mock(return_value=ok(searchset(obs(1), outcome)))
+    result = await fetch(make_fetcher(), "Observation?patient=p1")
+    assert result.resources is None
+    assert "malformed OperationOutcome" in (result.failure or "")
+    assert [q.outcome for q in result.queries] == ["error"]
+    assert route.call_count == 1  # a bad body is not retried
+
+
+def breaker_fetcher(clock: FakeClock, **overrides: Any) -> HttpxFhirFetcher:
+    values: dict[str, Any] = {"fhir_allowed_bases": [BASE], "fhir_breaker_failures": 1, "fhir_breaker_reset_s": 30}
+    values.update(overrides)
+    return HttpxFhirFetcher(settings_for(**values), clock=clock)
+
+
+async def fetch_at(fetcher: HttpxFhirFetcher, clock: FakeClock, query: str, token: str | None = TOKEN) -> FetchResult:
+    return await fetcher.fetch(
+        key="k", fhir_server=BASE, query=query, access_token=token, deadline=clock.now + 5, allowed_bases=(BASE,),
+    )
+
+
+def breaker_state(fetcher: HttpxFhirFetcher) -> str:
+    return fetcher.breaker.state(fetcher._allowed(BASE, (BASE,)) or "")
+
+
+@pytest.mark.parametrize(
+    "probe_answer",
+    [
+        ok(searchset(obs(1), MALFORMED_OUTCOMES[0])),
+        ok(searchset(obs(1), MALFORMED_OUTCOMES[1])),
+        ok(searchset(obs(1), MALFORMED_OUTCOMES[3])),
+        # int("²") used to raise out of the fetch.
+        httpx.Response(200, content=b'{"resourceType": "Bundle"}',
+                       headers=[(b"content-type", b"application/fhir+json"), (b"content-length", "²".encode())]),
+    ],
+)
+@respx.mock
+async def test_half_open_probe_never_stays_stuck(respx_mock: respx.MockRouter, probe_answer: httpx.Response) -> None:
+    route = respx_mock.get(url__startswith=f"{BASE}/Observation").mock(
+        side_effect=[httpx.ConnectError("down"), probe_answer, ok(searchset(obs(2)))]
+    )
+    clock = FakeClock()
+    fetcher = breaker_fetcher(clock)
+    try:
+        opened = await fetch_at(fetcher, clock, "Observation?patient=p1")
+        assert [q.outcome for q in opened.queries] == ["error", "circuit-open"]  # threshold 1: the retry is refused
+        assert breaker_state(fetcher) == "open"
+        clock.now += 31
+        probe = await fetch_at(fetcher, clock, "Observation?patient=p1")
+        assert probe.resources is None
+        assert [q.outcome for q in probe.queries] == ["error"]
+        # The server answered: a bad body is a verdict of "available", the breaker closes.
+        assert breaker_state(fetcher) == "closed"
+        after = await fetch_at(fetcher, clock, "Observation?patient=p1")
+        assert [r["id"] for r in after.resources or ()] == ["o2"]
+        assert route.call_count == 3
+    finally:
+        await fetcher.aclose()
+
+
+async def test_probe_is_released_whatever_the_request_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    fetcher = breaker_fetcher(clock)
+    base = fetcher._allowed(BASE, (BASE,)) or ""
+    fetcher.breaker.record(base, failed=True)
+    clock.now += 31
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("anything at all")
+
+    monkeypatch.setattr(fetcher, "_request", broken)
+    try:
+        result = await fetch_at(fetcher, clock, "Patient/p1")
+        assert result.resources is None
+        assert "KeyError" in (result.failure or "")
+        assert not fetcher.breaker._states[base].probing
+    finally:
+        await fetcher.aclose()
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [httpx.LocalProtocolError("Illegal header value"), httpx.UnsupportedProtocol("no such scheme")],
+)
+@respx.mock
+async def test_locally_refused_request_is_not_retried_nor_held_against_the_server(
+    respx_mock: respx.MockRouter, refusal: Exception
+) -> None:
+    route = respx_mock.get(url__startswith=f"{BASE}/Patient").mock(
+        side_effect=[refusal, ok({"resourceType": "Patient", "id": "p1"})]
+    )
+    clock = FakeClock()
+    fetcher = breaker_fetcher(clock)
+    try:
+        refused = await fetch_at(fetcher, clock, "Patient/p1", token="bad\r\ntoken")
+        assert refused.resources is None
+        assert f"could not be sent ({type(refusal).__name__})" in (refused.failure or "")
+        assert route.call_count == 1  # no retry
+        assert not refused.token_sent
+        assert breaker_state(fetcher) == "closed"  # threshold 1, yet not opened
+        other = await fetch_at(fetcher, clock, "Patient/p1")
+        assert other.resources == [{"resourceType": "Patient", "id": "p1"}]
+    finally:
+        await fetcher.aclose()
+
+
+@respx.mock(assert_all_called=False)
+async def test_non_ascii_token_fails_the_key_without_a_request(respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.get(url__startswith=f"{BASE}/Patient").mock(return_value=ok({"resourceType": "Patient"}))
+    clock = FakeClock()
+    fetcher = breaker_fetcher(clock)
+    try:
+        result = await fetch_at(fetcher, clock, "Patient/p1", token="tök-ü")
+        assert result.resources is None
+        assert result.failure == "the request could not be sent (UnicodeEncodeError)"
+        assert "tök" not in str(result.queries)
+        assert not result.token_sent
+        assert not route.called
+        assert breaker_state(fetcher) == "closed"
+    finally:
+        await fetcher.aclose()
+
+
+@respx.mock
+async def test_pool_timeout_is_not_held_against_the_server(respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.get(url__startswith=f"{BASE}/Patient").mock(
+        side_effect=[httpx.PoolTimeout("pool full"), ok({"resourceType": "Patient", "id": "p1"})]
+    )
+    clock = FakeClock()
+    fetcher = breaker_fetcher(clock)
+    try:
+        full = await fetch_at(fetcher, clock, "Patient/p1")
+        assert full.resources is None
+        assert "local pool" in (full.failure or "")
+        assert route.call_count == 1
+        assert not full.token_sent
+        assert breaker_state(fetcher) == "closed"
+        assert (await fetch_at(fetcher, clock, "Patient/p1")).resources is not None
+    finally:
+        await fetcher.aclose()
+
+
+@respx.mock
+async def test_requests_in_flight_per_base_are_bounded(respx_mock: respx.MockRouter) -> None:
+    in_flight = peak = 0
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        return ok(searchset(obs(1)))
+
+    route = respx_mock.get(url__startswith=f"{BASE}/Observation").mock(side_effect=slow)
+    fetcher = HttpxFhirFetcher(settings_for(fhir_allowed_bases=[BASE], fhir_search_count=0), per_base_in_flight=2)
+    try:
+        results = await asyncio.gather(*(
+            fetcher.fetch(key=f"k{n}", fhir_server=BASE, query=f"Observation?n={n}", access_token=TOKEN,
+                          deadline=time.monotonic() + 5, allowed_bases=(BASE,))
+            for n in range(5)
+        ))
+    finally:
+        await fetcher.aclose()
+    assert all(r.resources is not None for r in results)
+    assert route.call_count == 5
+    assert peak == 2
+
+
+@respx.mock
+async def test_slot_wait_past_the_budget_is_not_held_against_the_server(respx_mock: respx.MockRouter) -> None:
+    async def stall(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.5)
+        return ok(searchset())
+
+    respx_mock.get(url__startswith=f"{BASE}/Observation").mock(side_effect=stall)
+    fetcher = HttpxFhirFetcher(
+        settings_for(fhir_allowed_bases=[BASE], fhir_search_count=0, fhir_request_timeout_s=5,
+                     fhir_breaker_failures=1),
+        per_base_in_flight=1,
+    )
+    try:
+        first, second = await asyncio.gather(*(
+            fetcher.fetch(key=f"k{n}", fhir_server=BASE, query=f"Observation?n={n}", access_token=TOKEN,
+                          deadline=time.monotonic() + within, allowed_bases=(BASE,))
+            for n, within in ((1, 5.0), (2, 0.2))
+        ))
+        assert first.resources == []
+        assert second.resources is None
+        assert "too many queries already in flight" in (second.failure or "")
+        assert breaker_state(fetcher) == "closed"
+    finally:
+        await fetcher.aclose()
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "deflate", "GZIP", "identity, gzip"])
+@respx.mock
+async def test_compressed_response_is_refused(respx_mock: respx.MockRouter, encoding: str) -> None:
+    raw = orjson.dumps(searchset(obs(1)))
+    body = zlib.compress(raw) if encoding == "deflate" else gzip.compress(raw)
+    respx_mock.get(url__startswith=f"{BASE}/Observation").mock(
+        return_value=httpx.Response(200, content=body, headers={**FHIR_JSON, "content-encoding": encoding})
+    )
+    result = await fetch(make_fetcher(), "Observation?patient=p1")
+    assert result.resources is None
+    assert result.failure == "compressed response refused"
+
+
+@respx.mock
+async def test_identity_content_encoding_is_accepted(respx_mock: respx.MockRouter) -> None:
+    respx_mock.get(url__startswith=f"{BASE}/Observation").mock(
+        return_value=httpx.Response(200, content=orjson.dumps(searchset(obs(1))),
+                                    headers={**FHIR_JSON, "content-encoding": "identity"})
+    )
+    result = await fetch(make_fetcher(), "Observation?patient=p1")
+    assert [r["id"] for r in result.resources or ()] == ["o1"]
+
+
+@respx.mock
+async def test_non_ascii_digit_content_length_is_ignored_not_fatal(respx_mock: respx.MockRouter) -> None:
+    respx_mock.get(url__startswith=f"{BASE}/Observation").mock(
+        return_value=httpx.Response(200, content=orjson.dumps(searchset(obs(1))),
+                                    headers=[(b"content-type", b"application/fhir+json"),
+                                             (b"content-length", "²".encode())])
+    )
+    result = await fetch(make_fetcher(), "Observation?patient=p1")
+    assert [r["id"] for r in result.resources or ()] == ["o1"]
+
+
+@pytest.mark.parametrize(
+    ("query", "sent"),
+    [
+        ("Condition?patient=p1&x_count=5", "Condition?patient=p1&x_count=5&_count=50"),
+        ("Condition?note=a_count=5", "Condition?note=a_count=5&_count=50"),
+        ("Condition?patient=p1&_count=10", "Condition?patient=p1&_count=10"),
+        ("Condition?_count=10&patient=p1", "Condition?_count=10&patient=p1"),
+        ("Condition?%5Fcount=10", "Condition?%5Fcount=10"),
+    ],
+)
+@respx.mock
+async def test_count_is_recognised_by_parameter_name(respx_mock: respx.MockRouter, query: str, sent: str) -> None:
+    respx_mock.get(url__startswith=f"{BASE}/Condition").mock(return_value=ok(searchset()))
+    result = await fetch(make_fetcher(fhir_search_count=50), query)
+    assert result.queries[0].query == sent
