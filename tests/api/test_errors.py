@@ -17,8 +17,13 @@ CANARY_TOKEN = "canary-access-token-7f3a9c"
 
 
 def _token_body(**overrides: Any) -> dict[str, Any]:
-    authorization = {"access_token": CANARY_TOKEN, "token_type": "Bearer", "expires_in": 300,
-                     "scope": "patient/*.read", "subject": "calcinosis-cds"}
+    authorization = {
+        "access_token": CANARY_TOKEN,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "calcinosis-cds",
+    }
     authorization.update(overrides)
     return request_body(fhirServer="https://ehr.example.org/fhir", fhirAuthorization=authorization)
 
@@ -26,20 +31,36 @@ def _token_body(**overrides: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("method", "path", "kwargs", "status"),
     [
-        pytest.param("post", SERVICE, {"content": b"{not json", "headers": {"content-type": "application/json"}},
-                     400, id="malformed-json"),
+        pytest.param(
+            "post",
+            SERVICE,
+            {"content": b"{not json", "headers": {"content-type": "application/json"}},
+            400,
+            id="malformed-json",
+        ),
         pytest.param("post", SERVICE, {"json": {"hook": "patient-view"}}, 400, id="invalid-body"),
         pytest.param("post", SERVICE, {"json": [1, 2]}, 400, id="not-an-object"),
         pytest.param("post", SERVICE, {"json": {**request_body(), "hook": "order-sign"}}, 400, id="wrong-hook"),
-        pytest.param("post", SERVICE, {"json": {**request_body(), "hookInstance": "not-a-uuid"}}, 400,
-                     id="hookInstance-not-uuid"),
+        pytest.param(
+            "post", SERVICE, {"json": {**request_body(), "hookInstance": "not-a-uuid"}}, 400, id="hookInstance-not-uuid"
+        ),
         pytest.param("post", "/cds-services/unknown", {"json": request_body()}, 404, id="unknown-service"),
         pytest.param("put", SERVICE, {"json": request_body()}, 405, id="method-not-allowed"),
         pytest.param("delete", "/cds-services", {}, 405, id="delete-discovery"),
-        pytest.param("post", SERVICE, {"content": b"x" * (5 * 1024 * 1024 + 1),
-                                       "headers": {"content-type": "application/json"}}, 413, id="over-5-mib"),
-        pytest.param("post", SERVICE, {"content": orjson.dumps(request_body()),
-                                       "headers": {"content-type": "text/plain"}}, 415, id="text-plain"),
+        pytest.param(
+            "post",
+            SERVICE,
+            {"content": b"x" * (5 * 1024 * 1024 + 1), "headers": {"content-type": "application/json"}},
+            413,
+            id="over-5-mib",
+        ),
+        pytest.param(
+            "post",
+            SERVICE,
+            {"content": orjson.dumps(request_body()), "headers": {"content-type": "text/plain"}},
+            415,
+            id="text-plain",
+        ),
         pytest.param("post", SERVICE, {"json": request_body()}, 412, id="data-unobtainable"),
     ],
 )
@@ -107,13 +128,21 @@ async def test_nasty_bodies_are_4xx_never_500(make_client: Callable[..., Any], r
     [
         pytest.param({"patient": "Patient/1"}, id="string-value"),
         pytest.param({"observations": {"resourceType": "Bundle", "entry": "x"}}, id="entry-not-array"),
-        pytest.param({"observations": {"resourceType": "Bundle", "entry": [1, None, {"resource": 5}]}},
-                     id="garbage-entries"),
-        pytest.param({"patient": {"resourceType": "Patient", "id": "p1", "birthDate": "yesterday"},
-                      "conditions": {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Condition",
-                                                                                       "code": 5}}]},
-                      "observations": {"resourceType": "Observation", "valueQuantity": {"value": "abc"}},
-                      "medications": {"resourceType": "OperationOutcome"}}, id="malformed-resources"),
+        pytest.param(
+            {"observations": {"resourceType": "Bundle", "entry": [1, None, {"resource": 5}]}}, id="garbage-entries"
+        ),
+        pytest.param(
+            {
+                "patient": {"resourceType": "Patient", "id": "p1", "birthDate": "yesterday"},
+                "conditions": {
+                    "resourceType": "Bundle",
+                    "entry": [{"resource": {"resourceType": "Condition", "code": 5}}],
+                },
+                "observations": {"resourceType": "Observation", "valueQuantity": {"value": "abc"}},
+                "medications": {"resourceType": "OperationOutcome"},
+            },
+            id="malformed-resources",
+        ),
     ],
 )
 async def test_malformed_prefetch_is_handled_without_500(
@@ -127,15 +156,24 @@ async def test_malformed_prefetch_is_handled_without_500(
 
 
 async def test_hook_instance_reuse_is_still_answered(make_client: Callable[..., Any]) -> None:
-    body = request_body({"patient": {"resourceType": "Patient", "id": "p1"}, "conditions": None,
-                         "observations": None, "medications": None}, hookInstance=str(uuid.uuid4()))
+    body = request_body(
+        {
+            "patient": {"resourceType": "Patient", "id": "p1"},
+            "conditions": None,
+            "observations": None,
+            "medications": None,
+        },
+        hookInstance=str(uuid.uuid4()),
+    )
     async with make_client() as client:
         first = await client.post(SERVICE, json=body)
         second = await client.post(SERVICE, json=body)
     assert first.status_code == second.status_code == 200
 
 
-async def test_refused_feedback_calls_are_audited(make_client: Callable[..., Any], memory_store: MemoryAuditStore) -> None:
+async def test_refused_feedback_calls_are_audited(
+    make_client: Callable[..., Any], memory_store: MemoryAuditStore
+) -> None:
     async with make_client() as client:
         response = await client.post(f"{SERVICE}/feedback", content=b"{", headers={"content-type": "application/json"})
     assert response.status_code == 400
@@ -169,8 +207,17 @@ async def test_an_unhandled_error_is_a_500_with_security_headers_and_an_audit_re
         raise RuntimeError("bug")
 
     registry = ServiceRegistry()
-    registry.register(ServiceDefinition(id="broken", hook="patient-view", title="t", description="d",
-                                        prefetch={}, essential_keys=frozenset(), handler=broken))
+    registry.register(
+        ServiceDefinition(
+            id="broken",
+            hook="patient-view",
+            title="t",
+            description="d",
+            prefetch={},
+            essential_keys=frozenset(),
+            handler=broken,
+        )
+    )
     async with make_client(registry=registry) as client:
         response = await client.post("/cds-services/broken", json=request_body())
     assert response.status_code == 500
