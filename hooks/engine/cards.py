@@ -15,7 +15,10 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from fhir.resources.R4B.servicerequest import ServiceRequest
+
 from fhir_mappings.facts import PatientFacts
+from fhir_mappings.terminology import concept_display
 from hooks.engine.assessment import Assessment, FlagHit
 from hooks.engine.knowledge import FlagDefinition, Knowledge, RiskDefinition, load_knowledge
 from hooks.engine.predicates import Evidence
@@ -35,10 +38,8 @@ def _label(concept: str, locale: str) -> str:
     if finding is not None:
         return str(finding[locale])
     try:
-        from fhir_mappings.terminology import concept_display
-
         return concept_display(concept, "fr" if locale == "fr" else "en")
-    except (ImportError, KeyError, LookupError):
+    except LookupError:  # a finding kind or derived value is not a terminology concept
         return concept.replace("_", " ")
 
 
@@ -272,8 +273,6 @@ class _Renderer:
 
 def _service_request(request_id: str, code: str, display: str, patient_id: str | None) -> dict[str, Any]:
     """A draft, proposed, LOINC-coded R4 ServiceRequest, validated with fhir.resources R4B before it is sent."""
-    from fhir.resources.R4B.servicerequest import ServiceRequest
-
     resource = ServiceRequest.model_validate(
         {
             "resourceType": "ServiceRequest",

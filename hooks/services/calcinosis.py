@@ -36,10 +36,9 @@ def calcinosis_assessment(chemistry_lookback_days: int = 90, serology_lookback_d
     from hooks.engine.knowledge import load_knowledge
     from hooks.engine.service import assess_hook_call
 
-    # Load the knowledge files and the R4B model used for suggestions now (at startup), not in the first
-    # request that needs them (the fhir.resources import alone costs about 250 ms).
+    # Load the knowledge files now (at startup), not in the first request that needs them; importing the
+    # engine above also imports the R4B model used for suggestions (about 250 ms).
     load_knowledge()
-    import fhir.resources.R4B.servicerequest  # noqa: F401
 
     options = MappingOptions(
         chemistry_lookback_days=chemistry_lookback_days, serology_lookback_days=serology_lookback_days
