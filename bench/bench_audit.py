@@ -8,6 +8,8 @@ thread hop, one transaction with the chain lock, HMAC, commit) for
   * PostgreSQL at 127.0.0.1:5432 (synchronous_commit on) in a fresh database dropped afterwards,
 
 next to floors measured in the same run: ``orjson.dumps`` of the record and an ``await`` on a no-op store.
+The append path includes the truncation check (head and last-written hash read inside the lock) and a
+checkpoint every 100 appends. Also times ``store.ping()`` (/readyz), which opens a connection of its own.
 Prints a Markdown table of medians and p90s. Bounded: at most 2,000 appends or 10 s per backend.
 Run: ``.venv/bin/python bench/bench_audit.py`` (PostgreSQL must be running: ``make setup-postgres``).
 """
@@ -70,15 +72,23 @@ def row(name: str, samples: list[float], floor: float) -> str:
     return f"| {name} | {len(samples)} | {median:,.1f} µs | {p90:,.1f} µs | {median / floor:,.1f}× |"
 
 
-async def backend(dsn: str) -> list[float]:
+PINGS = 200
+
+
+async def backend(dsn: str) -> tuple[list[float], list[float]]:
     store = SqlAuditStore(open_audit_log(dsn, KEY))
     await store.open()
     try:
         samples = await timed(store.append_call)
+        pings: list[float] = []
+        for _ in range(PINGS):
+            started = time.perf_counter()
+            await store.ping()
+            pings.append((time.perf_counter() - started) * 1e6)
         verdict = await store.verify()
         if not verdict.ok:
             raise SystemExit(f"chain broken after the benchmark: {verdict.describe()}")
-        return samples
+        return samples, pings
     finally:
         await store.close()
 
@@ -95,12 +105,14 @@ async def main() -> None:
         "floor: no-op store (await)": await timed(no_op),
     }
     with tempfile.TemporaryDirectory() as directory:
-        results["SQLite WAL, synchronous=FULL"] = await backend(f"sqlite:///{directory}/audit.sqlite3")
+        results["SQLite WAL, synchronous=FULL"], results["ping, SQLite (own read-only connection)"] = await backend(
+            f"sqlite:///{directory}/audit.sqlite3")
     database = f"calcinosis_bench_{secrets.token_hex(4)}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {database}")  # type: ignore[arg-type]
     try:
-        results["PostgreSQL 127.0.0.1 (advisory lock)"] = await backend(f"postgresql://postgres@127.0.0.1/{database}")
+        results["PostgreSQL 127.0.0.1 (advisory lock)"], results["ping, PostgreSQL (own connection)"] = await backend(
+            f"postgresql://postgres@127.0.0.1/{database}")
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE {database} WITH (FORCE)")  # type: ignore[arg-type]

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     audit_dsn: str | None = None
     audit_key: SecretStr | None = None
+    # Every store call is bounded: past the budget (or a full queue) the response is 503, never a hang.
+    audit_timeout_s: float = Field(default=3.0, gt=0, lt=30)
+    audit_max_pending: int = Field(default=64, ge=1)
+    # Chain head written to a checkpoint table and an off-database file every N appends (0: only at shutdown).
+    audit_checkpoint_every: int = Field(default=100, ge=0)
 
     # --- FHIR fallback when prefetch is incomplete ---
     fhir_allowed_bases: Annotated[list[str], NoDecode] = []

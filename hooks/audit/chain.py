@@ -21,6 +21,7 @@ __all__ = [
     "GENESIS",
     "ROW_COLUMNS",
     "ChainVerdict",
+    "Checkpoint",
     "canonical_json",
     "chain_hash",
     "verify_rows",
@@ -48,19 +49,68 @@ ROW_COLUMNS = (
 )
 
 
+_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NAIVE_UTC
+# What orjson encodes as a JSON integer; anything wider becomes its decimal text.
+_INT_RANGE = range(-(2**63), 2**64)
+
+
 def _fallback(value: object) -> str:
     # Facts and cards come from handlers; an unexpected type must not turn a valid answer into a 503.
     return str(value)
 
 
+def _text(value: str) -> str:
+    # A lone surrogate cannot be UTF-8: keep it visible as its escape (``\ud800``) rather than lose the record.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _scrub(value: Any) -> Any:
+    """What orjson refuses, made encodable: non-string keys as text, integers beyond 64 bits as text,
+    lone surrogates escaped. Only reached when the fast path failed, so valid records keep their bytes."""
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value if value in _INT_RANGE else str(value)
+    if isinstance(value, dict):
+        return {(_text(key) if isinstance(key, str) else _text(_fallback(key))): _scrub(item)
+                for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(item) for item in value]
+    return value
+
+
 def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no whitespace, naive datetimes as UTC: the same bytes on every machine and backend."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NAIVE_UTC, default=_fallback)
+    """Sorted keys, no whitespace, naive datetimes as UTC: the same bytes on every machine and backend.
+
+    Any record encodes: what JSON cannot carry as is (a non-string key, an integer beyond 64 bits, a lone
+    surrogate, an unknown type) is written as text. Only nesting deeper than orjson's limit still raises
+    ``TypeError``, which the store turns into ``AuditError``.
+    """
+    try:
+        return orjson.dumps(value, option=_OPTIONS, default=_fallback)
+    except TypeError:
+        return orjson.dumps(_scrub(value), option=_OPTIONS, default=lambda item: _text(_fallback(item)))
 
 
 def chain_hash(key: bytes, previous: bytes, row: Mapping[str, Any]) -> bytes:
     content = {column: row[column] for column in ROW_COLUMNS}
     return hmac.new(key, previous + canonical_json(content), hashlib.sha256).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A chain head recorded as it was written (``checkpoint`` table, checkpoint file, ``--expect-head``)."""
+
+    seq: int
+    hash: str
+    at: str = ""
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +121,12 @@ class ChainVerdict:
     head_hash: str
     broken_seq: int | None = None
     reason: str | None = None
+    checkpoints: int = 0
 
     def describe(self) -> str:
         if self.ok:
-            return f"chain OK: {self.records} records, head seq {self.head_seq} hash {self.head_hash}"
+            anchored = f"; {self.checkpoints} checkpoint(s) match" if self.checkpoints else ""
+            return f"chain OK: {self.records} records, head seq {self.head_seq} hash {self.head_hash}{anchored}"
         return f"chain BROKEN at seq {self.broken_seq}: {self.reason}"
 
 
@@ -84,9 +136,18 @@ def verify_rows(
     *,
     start_seq: int = 1,
     start_hash: bytes = GENESIS,
+    checkpoints: Iterable[Checkpoint] = (),
 ) -> ChainVerdict:
-    """Walk rows in ``seq`` order; stop at the first link that does not hold and say why."""
-    expected_seq, previous, count = start_seq, start_hash, 0
+    """Walk rows in ``seq`` order; stop at the first link that does not hold and say why.
+
+    ``checkpoints`` are heads recorded earlier: the chain must reach each one (at or after ``start_seq``)
+    with the same hash, otherwise records were deleted from the end or the chain was rewritten with the key.
+    """
+    anchors: dict[int, list[Checkpoint]] = {}
+    for checkpoint in checkpoints:
+        if checkpoint.seq >= start_seq:
+            anchors.setdefault(checkpoint.seq, []).append(checkpoint)
+    expected_seq, previous, count, matched = start_seq, start_hash, 0, 0
     last_seq = start_seq - 1
     for row in rows:
         seq = int(row["seq"])
@@ -105,5 +166,22 @@ def verify_rows(
                 "or moved, a record before it was replaced, or CDS_AUDIT_KEY is not the key that wrote it"
             )
             return ChainVerdict(False, count, last_seq, previous.hex(), broken_seq=seq, reason=why)
+        for anchor in anchors.get(seq, ()):
+            if anchor.hash.lower() != stored:
+                why = (
+                    f"the hash differs from the checkpoint recorded for this seq ({anchor.source or 'checkpoint'}"
+                    f"{', ' + anchor.at if anchor.at else ''}: {anchor.hash}): the chain was rewritten by a key holder"
+                )
+                return ChainVerdict(False, count, last_seq, previous.hex(), broken_seq=seq, reason=why)
+            matched += 1
         previous, last_seq, expected_seq, count = computed, seq, seq + 1, count + 1
-    return ChainVerdict(True, count, last_seq, previous.hex())
+    beyond = [anchor for seq, found in anchors.items() if seq > last_seq for anchor in found]
+    if beyond:
+        furthest = max(beyond, key=lambda anchor: anchor.seq)
+        why = (
+            f"the chain ends at seq {last_seq} but a checkpoint ({furthest.source or 'checkpoint'}"
+            f"{', ' + furthest.at if furthest.at else ''}) recorded seq {furthest.seq}: records "
+            f"{last_seq + 1}..{furthest.seq} (at least) were deleted from the end"
+        )
+        return ChainVerdict(False, count, last_seq, previous.hex(), broken_seq=last_seq + 1, reason=why)
+    return ChainVerdict(True, count, last_seq, previous.hex(), checkpoints=matched)

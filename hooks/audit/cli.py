@@ -1,6 +1,7 @@
 """``calcinosis-cds audit ...``: the auditor's tools (security brief §3.4 verification, §3.5 queries).
 
-    audit verify [--expect-head SEQ:HASH] [--file ARCHIVE.jsonl]
+    audit verify [--expect-head SEQ:HASH] [--checkpoints FILE] [--allow-empty]
+    audit verify --file ARCHIVE.jsonl [--expect-first SEQ:PREV_HASH] [--expect-head SEQ:HASH] [--manifest FILE]
     audit show --patient Patient/123 [--since 2026-01-01] [--until 2026-12-31]
     audit export --format auditevent|guidanceresponse|jsonl [--since --until --patient] [--output FILE]
     audit stats [--since --until]
@@ -9,13 +10,19 @@
 The store comes from ``--dsn`` or ``CDS_AUDIT_DSN``; the chain key only from ``CDS_AUDIT_KEY`` (never a
 command-line argument, which would land in shell history and ``ps``). ``show``, ``export`` and ``stats``
 first append an audit-access row (BALP: "Accessing the audit log is an auditable event").
+
+Exit codes: 0 intact, 1 chain broken (or empty, or not matching a checkpoint or an expected anchor),
+2 could not check (configuration, I/O, or any unexpected error).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import os
 import sys
+import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -28,7 +35,7 @@ from pydantic import ValidationError
 from hooks.audit.chain import GENESIS, ROW_COLUMNS, ChainVerdict, canonical_json, verify_rows
 from hooks.audit.codec import utc_iso
 from hooks.audit.export import audit_event, card_kind, card_stats, guidance_response
-from hooks.audit.factory import audit_key, open_audit_log
+from hooks.audit.factory import audit_key, open_audit_log, postgres_checkpoint_file
 from hooks.audit.sql import AuditLog, StoredRow
 from hooks.audit.store import AuditError
 
@@ -62,6 +69,9 @@ def _moment(value: str, *, end: bool) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+MANIFEST_SUFFIX = ".manifest.json"
+
+
 def _context(args: argparse.Namespace) -> tuple[AuditLog, str]:
     from hooks.settings import Settings
 
@@ -76,7 +86,9 @@ def _context(args: argparse.Namespace) -> tuple[AuditLog, str]:
         # Reading must not create an empty database where the real one was expected.
         if args.audit_command != "migrate" and not sqlite_path(dsn).exists():
             raise _CliError(f"no audit database at {sqlite_path(dsn)}")
-    log = open_audit_log(dsn, audit_key(settings))
+    # PostgreSQL: the service instances write checkpoints under their data directory; read this host's.
+    checkpoint_file = None if dsn.startswith("sqlite:") else postgres_checkpoint_file(settings.data_dir)
+    log = open_audit_log(dsn, audit_key(settings), checkpoint_file=checkpoint_file)
     log.open()
     return log, settings.public_base_url
 
@@ -104,13 +116,17 @@ def _read_archive(path: Path) -> Iterator[StoredRow]:
                 yield row
 
 
-def _expected_head(args: argparse.Namespace) -> tuple[int, str] | None:
-    if not args.expect_head:
+def _anchor(value: str | None, option: str) -> tuple[int, str] | None:
+    if not value:
         return None
-    seq_text, _, hash_text = args.expect_head.partition(":")
+    seq_text, _, hash_text = value.partition(":")
     if not seq_text.isdigit() or len(hash_text) != 64:
-        raise _CliError("--expect-head takes SEQ:HASH as printed by a previous verify")
+        raise _CliError(f"{option} takes SEQ:HASH as printed by a previous verify or export")
     return int(seq_text), hash_text.lower()
+
+
+def _expected_head(args: argparse.Namespace) -> tuple[int, str] | None:
+    return _anchor(args.expect_head, "--expect-head")
 
 
 def _report(verdict: ChainVerdict, expect: tuple[int, str] | None, hash_at: Callable[[int], str | None],
@@ -128,22 +144,94 @@ def _report(verdict: ChainVerdict, expect: tuple[int, str] | None, hash_at: Call
     return EXIT_OK
 
 
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _manifest(args: argparse.Namespace, archive: Path) -> dict[str, Any] | None:
+    path = Path(args.manifest) if args.manifest else archive.with_name(archive.name + MANIFEST_SUFFIX)
+    if not path.exists():
+        if args.manifest:
+            raise _CliError(f"no manifest at {path}")
+        return None
+    manifest: dict[str, Any] = orjson.loads(path.read_bytes())
+    return manifest
+
+
 def _verify_archive(args: argparse.Namespace, out: IO[str]) -> int:
+    """An archive verifies on its own from its first ``prev_hash``; its two ends are checked against anchors
+    recorded when it was written (``--expect-first``/``--expect-head``, else the manifest next to it)."""
     from hooks.settings import Settings
 
-    expect = _expected_head(args)
-    rows = list(_read_archive(Path(args.file)))
+    archive = Path(args.file)
+    rows = list(_read_archive(archive))
     if not rows:
         raise _CliError(f"{args.file} holds no records")
     first_seq, first_link = int(rows[0]["seq"]), bytes.fromhex(rows[0]["prev_hash"])
     verdict = verify_rows(audit_key(Settings()), rows, start_seq=first_seq, start_hash=first_link)
-    hashes = {int(row["seq"]): str(row["hash"]) for row in rows}
-    return _report(verdict, expect, hashes.get, out)
+    print(verdict.describe(), file=out)
+    if not verdict.ok:
+        return EXIT_BROKEN
+    last = rows[-1]
+    print(f"archive seq {first_seq}..{last['seq']}: first prev_hash {first_link.hex()}, last hash {last['hash']}",
+          file=out)
+    manifest = _manifest(args, archive)
+    expect_first = _anchor(args.expect_first, "--expect-first")
+    expect_head = _expected_head(args)
+    problems: list[str] = []
+    if manifest is not None:
+        print(f"manifest: seq {manifest.get('first_seq')}..{manifest.get('last_seq')}, "
+              f"{manifest.get('records')} records", file=out)
+        if manifest.get("sha256") != _file_sha256(archive):
+            problems.append("the archive's SHA-256 differs from its manifest (the file was changed)")
+        if expect_first is None and manifest.get("first_seq") is not None:
+            expect_first = int(manifest["first_seq"]), str(manifest["prev_hash"])
+        if expect_head is None and manifest.get("last_seq") is not None:
+            expect_head = int(manifest["last_seq"]), str(manifest["hash"])
+    by_seq = {int(row["seq"]): row for row in rows}
+    if expect_first is not None:
+        row = by_seq.get(expect_first[0])
+        if row is None:
+            problems.append(f"seq {expect_first[0]}, the expected first record, is missing (archive cut at the start)")
+        elif str(row["prev_hash"]).lower() != expect_first[1]:
+            problems.append(f"seq {expect_first[0]} links to {row['prev_hash']}, expected {expect_first[1]}")
+        else:
+            print(f"expected first seq {expect_first[0]} matches", file=out)
+    if expect_head is not None:
+        row = by_seq.get(expect_head[0])
+        if row is None:
+            problems.append(f"seq {expect_head[0]}, the expected last record, is missing (archive cut at the end)")
+        elif str(row["hash"]).lower() != expect_head[1]:
+            problems.append(f"seq {expect_head[0]} has hash {row['hash']}, expected {expect_head[1]}")
+        else:
+            print(f"recorded head seq {expect_head[0]} matches", file=out)
+    if problems:
+        for problem in problems:
+            print(f"archive BROKEN against its anchors: {problem}", file=out)
+        return EXIT_BROKEN
+    if expect_first is None and expect_head is None:
+        print("warning: no anchors (--expect-first/--expect-head or a manifest): an archive cut at either end "
+              "would verify too; compare its ends with those recorded at export", file=out)
+    return EXIT_OK
 
 
 def _verify(args: argparse.Namespace, log: AuditLog, base_url: str, out: IO[str]) -> int:
     expect = _expected_head(args)
-    return _report(log.verify(), expect, log.hash_at, out)
+    files = [Path(name) for name in args.checkpoints or ()]
+    for path in files:
+        if not path.exists():
+            raise _CliError(f"no checkpoint file at {path}")
+    verdict = log.verify(files=files)
+    code = _report(verdict, expect, log.hash_at, out)
+    if code == EXIT_OK and verdict.records == 0 and not args.allow_empty:
+        print("chain EMPTY: the audit log holds no records; if every record was deleted this is the only sign "
+              "(pass --allow-empty for a store that is really new)", file=out)
+        return EXIT_BROKEN
+    return code
 
 
 # --------------------------------------------------------------------------- show
@@ -193,26 +281,34 @@ def row_to_jsonl(row: StoredRow, prev_hash: str) -> bytes:
     return orjson.dumps(line) + b"\n"
 
 
-def _jsonl_lines(args: argparse.Namespace, log: AuditLog) -> Iterator[bytes]:
-    rows: Iterator[StoredRow]
-    if args.patient:
-        rows = log.rows(since=args.since, until=args.until, patient=args.patient)
-    else:
-        # A period is exported as the contiguous run of seq that covers it, so the archive re-verifies
-        # on its own (``verify --file``) even where arrival order and commit order differ at its edges.
-        span = log.seq_span(args.since, args.until)
-        rows = iter(()) if span is None else log.rows(from_seq=span[0], to_seq=span[1])
+class _Ends:
+    """The first and last links of a JSON-lines archive, as it is written."""
+
+    def __init__(self) -> None:
+        self.first: tuple[int, str] | None = None
+        self.last: tuple[int, str] | None = None
+        self.records = 0
+
+
+def _jsonl_lines(args: argparse.Namespace, log: AuditLog, ends: _Ends) -> Iterator[bytes]:
+    # A period is exported as the contiguous run of seq that covers it, so the archive re-verifies
+    # on its own (``verify --file``) even where arrival order and commit order differ at its edges.
+    span = log.seq_span(args.since, args.until)
+    rows = iter(()) if span is None else log.rows(from_seq=span[0], to_seq=span[1])
     previous_seq, previous_hash = -1, ""
     for row in rows:
         seq = int(row["seq"])
         link = previous_hash if previous_seq == seq - 1 else (log.hash_at(seq - 1) or GENESIS.hex())
+        if ends.first is None:
+            ends.first = (seq, link)
+        ends.last, ends.records = (seq, str(row["hash"])), ends.records + 1
         yield row_to_jsonl(row, link)
         previous_seq, previous_hash = seq, str(row["hash"])
 
 
-def _export_lines(args: argparse.Namespace, log: AuditLog, base_url: str) -> Iterator[bytes]:
+def _export_lines(args: argparse.Namespace, log: AuditLog, base_url: str, ends: _Ends) -> Iterator[bytes]:
     if args.format == "jsonl":
-        yield from _jsonl_lines(args, log)
+        yield from _jsonl_lines(args, log, ends)
         return
     kinds: Any = ["call"] if args.format == "guidanceresponse" else None
     for row in log.rows(kinds=kinds, since=args.since, until=args.until, patient=args.patient):
@@ -221,27 +317,63 @@ def _export_lines(args: argparse.Namespace, log: AuditLog, base_url: str) -> Ite
             yield orjson.dumps(resource) + b"\n"
 
 
-def _export(args: argparse.Namespace, log: AuditLog, base_url: str, out: IO[str]) -> int:
-    log.append_access("export", _filters(args))
-    count = 0
-    if args.output:
-        target = Path(args.output)
-        partial = target.with_name(target.name + ".partial")
-        # Owner-only: the export carries PHI; renamed into place only once complete.
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+@contextlib.contextmanager
+def _private_file(target: Path) -> Iterator[IO[bytes]]:
+    """Write ``target`` atomically, owner-only: a fresh temporary file beside it (``mkstemp``: O_EXCL,
+    mode 0600, never an existing file or symlink), fsynced, then renamed over ``target``."""
+    descriptor, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    partial = Path(name)
+    try:
         with os.fdopen(descriptor, "wb") as handle:
-            for line in _export_lines(args, log, base_url):
-                handle.write(line)
-                count += 1
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         partial.replace(target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def _export(args: argparse.Namespace, log: AuditLog, base_url: str, out: IO[str]) -> int:
+    if args.format == "jsonl" and args.patient:
+        # One patient's rows are not a contiguous run of the chain: such a file could never re-verify.
+        raise _CliError("--format jsonl archives a contiguous run of the chain and cannot be filtered by "
+                        "--patient; use --format auditevent for one patient's records")
+    log.append_access("export", _filters(args))
+    ends = _Ends()
+    count = 0
+    if args.output:
+        target = Path(args.output)
+        with _private_file(target) as handle:
+            for line in _export_lines(args, log, base_url, ends):
+                handle.write(line)
+                count += 1
     else:
-        for line in _export_lines(args, log, base_url):
+        for line in _export_lines(args, log, base_url, ends):
             out.write(line.decode())
             count += 1
-    head_seq, head_hash = log.head()
-    print(f"exported {count} {args.format} record(s); chain head seq {head_seq} hash {head_hash}", file=sys.stderr)
+    print(f"exported {count} {args.format} record(s)", file=sys.stderr)
+    if args.format == "jsonl":
+        if ends.first is None or ends.last is None:
+            print("the period holds no records: nothing to anchor", file=sys.stderr)
+            return EXIT_OK
+        first, last = ends.first, ends.last
+        print(f"archive seq {first[0]}..{last[0]}; record these anchors off the box and check the archive with\n"
+              f"  audit verify --file ARCHIVE --expect-first {first[0]}:{first[1]} --expect-head {last[0]}:{last[1]}",
+              file=sys.stderr)
+        if args.output:
+            manifest = {
+                "format": "calcinosis-cds audit jsonl",
+                "first_seq": first[0], "prev_hash": first[1], "last_seq": last[0], "hash": last[1],
+                "records": ends.records, "sha256": _file_sha256(Path(args.output)),
+                "exported_at": utc_iso(datetime.now(UTC)), "filters": _filters(args),
+            }
+            target = Path(args.output)
+            with _private_file(target.with_name(target.name + MANIFEST_SUFFIX)) as handle:
+                handle.write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        head_seq, head_hash = log.head()
+        print(f"live chain head seq {head_seq} hash {head_hash}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -282,6 +414,9 @@ def _run(handler: Handler) -> Callable[[argparse.Namespace], int]:
         except (_CliError, AuditError, OSError) as error:
             print(f"audit: {error}", file=sys.stderr)
             return EXIT_ERROR
+        except Exception as error:  # anything unexpected is "could not check" (2), never "broken" (1)
+            print(f"audit: unexpected {type(error).__name__}: {error}", file=sys.stderr)
+            return EXIT_ERROR
         finally:
             if log is not None:
                 log.close()
@@ -308,6 +443,12 @@ def add_audit_commands(commands: Any) -> None:
     verify = verbs.add_parser("verify", parents=[store], help="walk the hash chain; exit 1 at the first broken link")
     verify.add_argument("--expect-head", metavar="SEQ:HASH", help="a head recorded earlier (archive, checkpoint)")
     verify.add_argument("--file", help="verify an archive written by 'export --format jsonl' instead of the store")
+    verify.add_argument("--expect-first", metavar="SEQ:PREV_HASH",
+                        help="with --file: the archive's first record and the link before it, as export printed")
+    verify.add_argument("--manifest", help="with --file: the manifest (default: ARCHIVE.manifest.json if present)")
+    verify.add_argument("--checkpoints", action="append", metavar="FILE",
+                        help="also compare with this checkpoint file (JSON lines; repeatable)")
+    verify.add_argument("--allow-empty", action="store_true", help="an empty log is not an error (a new store)")
     verify.set_defaults(func=_run(_verify))
 
     show = verbs.add_parser("show", parents=[store, period], help="hook calls, cards, rules and feedback, readable")
@@ -316,7 +457,7 @@ def add_audit_commands(commands: Any) -> None:
 
     export = verbs.add_parser("export", parents=[store, period], help="NDJSON: FHIR AuditEvent, GuidanceResponse, raw")
     export.add_argument("--format", choices=["auditevent", "guidanceresponse", "jsonl"], default="auditevent")
-    export.add_argument("--patient", help="e.g. Patient/123")
+    export.add_argument("--patient", help="e.g. Patient/123 (not with --format jsonl)")
     export.add_argument("--output", help="write here (mode 0600) instead of standard output")
     export.set_defaults(func=_run(_export))
 

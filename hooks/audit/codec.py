@@ -17,11 +17,13 @@ from hooks.audit.chain import canonical_json
 from hooks.audit.records import FeedbackRecord, FhirQuery, HookCallRecord, PrefetchKeyState
 
 __all__ = [
+    "MAX_COLUMN_CHARS",
     "FeedbackLink",
     "RowKind",
     "access_row",
     "call_from_document",
     "call_row",
+    "column_text",
     "feedback_dedupe_key",
     "feedback_from_document",
     "feedback_row",
@@ -48,6 +50,40 @@ def parse_time(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+# An indexed column holds at most this many characters (4 bytes each at most: far under PostgreSQL's
+# ~2,700-byte B-tree entry limit); longer values keep a prefix and a digest of the whole value.
+MAX_COLUMN_CHARS = 512
+_DIGEST_CHARS = 16
+_DIGEST_MARK = "#sha256:"
+
+
+def column_text(value: object) -> str | None:
+    """The text stored in an indexed column: what any request can put there must not stop its record.
+
+    PostgreSQL refuses NUL in text and anything over the B-tree entry limit, and neither backend can store
+    a lone surrogate, so those become U+FFFD / a truncated prefix plus ``#sha256:<16 hex>``. The untouched
+    value stays inside the JSON ``document`` (escaped there), which is what the chain and exports read.
+    """
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    original = text
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if len(text) > MAX_COLUMN_CHARS:
+        digest = hashlib.sha256(original.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_CHARS]
+        text = f"{text[: MAX_COLUMN_CHARS - _DIGEST_CHARS - len(_DIGEST_MARK)]}{_DIGEST_MARK}{digest}"
+    return text
+
+
+_TEXT_COLUMNS = ("record_id", "service_id", "hook", "hook_instance", "patient_ref", "iss", "tenant", "card_uuid",
+                 "dedupe_key")
+
+
 def _row(
     kind: RowKind, record_id: str, occurred_at: datetime, document: dict[str, Any], **columns: Any
 ) -> dict[str, Any]:
@@ -62,6 +98,11 @@ def _row(
         occurred_at=utc_iso(occurred_at),
         document=canonical_json(document).decode(),
     )
+    for column in _TEXT_COLUMNS:
+        row[column] = column_text(row[column])
+    status = row["http_status"]
+    if status is not None and not (isinstance(status, int) and -(2**31) <= status < 2**31):
+        raise TypeError("http_status must be a 32-bit integer")
     return row
 
 

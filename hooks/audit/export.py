@@ -12,12 +12,16 @@
   a contained RequestGroup (R4's RequestOrchestration) referenced from ``result``; rules fired, rule-set
   version and hash, code version and input digest go in contained Parameters (``outputParameters``);
   a failure reason goes in a contained OperationOutcome (``evaluationMessage``).
+
+FHIR forbids empty strings, arrays and objects, and failure records (401, 404, 413, …) carry no hook,
+rule set or digest: empty details and identifiers are left out rather than written as ``""``.
 * ``card_stats``: cards shown, accepted and overridden per rule id and per card kind (§3.5 "override rate").
 """
 
 from __future__ import annotations
 
 import base64
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -46,6 +50,23 @@ def _document(row: StoredRow) -> dict[str, Any]:
     return document
 
 
+def _prune(value: Any) -> Any:
+    """Drop ``None``, ``""``, ``[]`` and ``{}`` everywhere: FHIR JSON must not contain them."""
+    if isinstance(value, dict):
+        pruned = {key: _prune(item) for key, item in value.items()}
+        return {key: item for key, item in pruned.items() if item not in (None, "", [], {})}
+    if isinstance(value, list):
+        return [item for item in (_prune(item) for item in value) if item not in (None, "", [], {})]
+    return value
+
+
+def _service_url(base_url: str, service_id: object, suffix: str = "") -> str:
+    if not service_id:
+        return f"{base_url}/cds-services"
+    # The id comes from the request path: percent-encoded so that the URL stays a valid FHIR uri.
+    return f"{base_url}/cds-services/{urllib.parse.quote(str(service_id), safe='')}{suffix}"
+
+
 def _outcome(status: int | None) -> str:
     if status is None or status < 400:
         return "0"
@@ -72,8 +93,10 @@ def _agents(document: Mapping[str, Any], server_url: str) -> list[dict[str, Any]
         client["who"] = {"identifier": {"system": "urn:ietf:rfc:3986", "value": document["iss"]}}
         if document.get("tenant"):
             client["who"]["display"] = f"tenant {document['tenant']}"
+    elif document.get("http_status") == 401:
+        client["who"] = {"display": "unauthenticated client (credentials refused)"}
     else:
-        client["who"] = {"display": "unauthenticated client (development mode)"}
+        client["who"] = {"display": "unauthenticated client"}
     if document.get("jti"):
         client["policy"] = [f"urn:ietf:params:oauth:jti:{document['jti']}"]
     server = {
@@ -107,13 +130,25 @@ def _transaction_entity(hook_instance: str) -> dict[str, Any]:
     }
 
 
-def _detail(kind: str, value: object) -> dict[str, str]:
+def _detail(kind: str, value: object) -> dict[str, str] | None:
+    """One entity detail, or None when there is nothing to say (FHIR forbids ``valueString: ""``)."""
+    if value is None or value == "" or value == [] or value == {}:
+        return None
+    if isinstance(value, list) and all(item is None for item in value):
+        return None
     text = value if isinstance(value, str) else orjson.dumps(value).decode()
     return {"type": kind, "valueString": text}
 
 
+def _card_identifier(card: Mapping[str, Any]) -> dict[str, Any] | None:
+    card_uuid = card.get("uuid")
+    if not card_uuid:
+        return None
+    return {"identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{card_uuid}"}}
+
+
 def _call_event(row: StoredRow, document: dict[str, Any], base_url: str) -> dict[str, Any]:
-    server_url = f"{base_url}/cds-services/{row['service_id']}"
+    server_url = _service_url(base_url, row["service_id"])
     entities: list[dict[str, Any]] = []
     if row["patient_ref"]:
         entities.append(_patient_entity(row["patient_ref"]))
@@ -131,7 +166,7 @@ def _call_event(row: StoredRow, document: dict[str, Any], base_url: str) -> dict
             "detail": [_detail("outcome", f"{query['outcome']} status={query['status']} count={query['count']}")],
         })
     decision = [
-        _detail("hook", row["hook"] or ""),
+        _detail("hook", row["hook"]),
         _detail("rulesFired", document.get("rules_fired", [])),
         _detail("rulesetVersion", document.get("ruleset_version") or ""),
         _detail("rulesetHash", document.get("ruleset_hash") or ""),
@@ -147,10 +182,10 @@ def _call_event(row: StoredRow, document: dict[str, Any], base_url: str) -> dict
     })
     for card in document.get("cards", ()):
         entities.append({
-            "what": {"identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{card.get('uuid')}"}},
+            "what": _card_identifier(card),
             "type": _coding(_ENTITY_TYPE, "2", "System Object"),
             "name": "CDS Hooks card",
-            "description": str(card.get("summary", "")),
+            "description": str(card.get("summary") or ""),
             "detail": [_detail("indicator", str(card.get("indicator", ""))), _detail("kind", card_kind(card))],
         })
     event: dict[str, Any] = {
@@ -172,14 +207,14 @@ def _call_event(row: StoredRow, document: dict[str, Any], base_url: str) -> dict
 
 
 def _feedback_event(row: StoredRow, document: dict[str, Any], base_url: str) -> dict[str, Any]:
-    server_url = f"{base_url}/cds-services/{row['service_id']}/feedback"
+    server_url = _service_url(base_url, row["service_id"], "/feedback")
     entities = []
     if row["patient_ref"]:
         entities.append(_patient_entity(row["patient_ref"]))
     if row["hook_instance"]:
         entities.append(_transaction_entity(row["hook_instance"]))
     entities.append({
-        "what": {"identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{row['card_uuid']}"}},
+        "what": _card_identifier({"uuid": document.get("card_uuid")}),
         "type": _coding(_ENTITY_TYPE, "2", "System Object"),
         "name": "CDS Hooks card feedback",
         "detail": [
@@ -204,6 +239,9 @@ def _feedback_event(row: StoredRow, document: dict[str, Any], base_url: str) -> 
 
 def _access_event(row: StoredRow, document: dict[str, Any], base_url: str) -> dict[str, Any]:
     user = f"{document.get('os_user')}@{document.get('host')}"
+    if document.get("db_user"):
+        # What the database authenticated first; the OS user is only what the process claimed.
+        user = f"database user {document['db_user']} from {document.get('client_addr')} (OS user {user})"
     entities: list[dict[str, Any]] = [{
         "what": {"display": "calcinosis-cds audit log"},
         "type": _coding(_ENTITY_TYPE, "2", "System Object"),
@@ -233,7 +271,14 @@ def audit_event(row: StoredRow, base_url: str) -> dict[str, Any]:
     document = _document(row)
     builders = {"call": _call_event, "feedback": _feedback_event, "access": _access_event}
     event = builders[row["kind"]](row, document, base_url)
-    return {"resourceType": "AuditEvent", "id": row["record_id"], **event}
+    resource: dict[str, Any] = _prune({"resourceType": "AuditEvent", "id": _fhir_id(row["record_id"]), **event})
+    return resource
+
+
+def _fhir_id(record_id: object) -> str | None:
+    # FHIR ids are [A-Za-z0-9-.]{1,64}: uuids are; anything else is kept in the identifier only.
+    text = str(record_id)
+    return text if 0 < len(text) <= 64 and all(c.isascii() and (c.isalnum() or c in "-.") for c in text) else None
 
 
 def guidance_response(row: StoredRow, base_url: str) -> dict[str, Any] | None:
@@ -244,9 +289,9 @@ def guidance_response(row: StoredRow, base_url: str) -> dict[str, Any] | None:
     status = row["http_status"]
     resource: dict[str, Any] = {
         "resourceType": "GuidanceResponse",
-        "id": row["record_id"],
+        "id": _fhir_id(row["record_id"]),
         "identifier": [{"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{row['record_id']}"}],
-        "moduleUri": f"{base_url}/cds-services/{row['service_id']}",
+        "moduleUri": _service_url(base_url, row["service_id"]),
         # 412 = "could not obtain the data it needs": exactly what data-required says.
         "status": "success" if status == 200 else "data-required" if status == 412 else "failure",
         "occurrenceDateTime": document["received_at"],
@@ -274,7 +319,7 @@ def guidance_response(row: StoredRow, base_url: str) -> dict[str, Any] | None:
         actions = []
         for card in cards:
             action: dict[str, Any] = {
-                "id": str(card.get("uuid", "")) or None,
+                "id": _fhir_id(card["uuid"]) if card.get("uuid") else None,
                 "title": str(card.get("summary", "")),
                 "priority": "urgent" if card.get("indicator") == "critical" else "routine",
                 "code": [{"text": f"indicator {card.get('indicator')}; kind {card_kind(card)}"}],
@@ -282,7 +327,7 @@ def guidance_response(row: StoredRow, base_url: str) -> dict[str, Any] | None:
             if card.get("detail"):
                 action["description"] = str(card["detail"])
             source = card.get("source") or {}
-            artifact: dict[str, Any] = {"type": "documentation", "label": str(source.get("label", ""))}
+            artifact: dict[str, Any] = {"type": "documentation", "label": str(source.get("label") or "")}
             if source.get("url"):
                 artifact["url"] = source["url"]
             action["documentation"] = [artifact]
@@ -305,7 +350,8 @@ def guidance_response(row: StoredRow, base_url: str) -> dict[str, Any] | None:
             }],
         })
         resource["evaluationMessage"] = [{"reference": "#outcome"}]
-    return resource
+    pruned: dict[str, Any] = _prune(resource)
+    return pruned
 
 
 def card_kind(card: Mapping[str, Any]) -> str:
@@ -358,7 +404,8 @@ def card_stats(calls: Iterable[StoredRow], feedback: Iterable[StoredRow]) -> tup
         document = _document(row)
         for card in document.get("cards", ()):
             rules, kind = card_rules(card, document.get("rules_fired", [])), card_kind(card)
-            labels[str(card.get("uuid"))] = (rules, kind)
+            if card.get("uuid"):  # a card without a uuid can be counted as shown but never fed back on
+                labels[str(card["uuid"])] = (rules, kind)
             by_kind.shown[kind] += 1
             for rule in rules:
                 by_rule.shown[rule] += 1

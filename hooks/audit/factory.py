@@ -2,15 +2,24 @@
 
 ``sqlite:///path`` → embedded SQLite (default ``sqlite:///data/audit.sqlite3``); ``postgresql://`` or
 ``postgres://`` → PostgreSQL shared by several instances; ``memory://`` → the non-durable test store.
+
+The service's store also takes ``CDS_AUDIT_TIMEOUT_S`` (per-call budget, default 3 s),
+``CDS_AUDIT_MAX_PENDING`` (default 64) and ``CDS_AUDIT_CHECKPOINT_EVERY`` (default 100).
 """
 
 from __future__ import annotations
 
-from hooks.audit.sql import AuditLog, SqlAuditStore
+from pathlib import Path
+
+from hooks.audit.sql import (
+    DEFAULT_CHECKPOINT_EVERY,
+    AuditLog,
+    SqlAuditStore,
+)
 from hooks.audit.store import AuditError, AuditStore, MemoryAuditStore
 from hooks.settings import Settings
 
-__all__ = ["audit_key", "build_audit_store", "open_audit_log"]
+__all__ = ["audit_key", "build_audit_store", "open_audit_log", "postgres_checkpoint_file"]
 
 
 def audit_key(settings: Settings) -> bytes:
@@ -19,16 +28,27 @@ def audit_key(settings: Settings) -> bytes:
     return settings.audit_key.get_secret_value().encode("utf-8")
 
 
-def open_audit_log(dsn: str, key: bytes) -> AuditLog:
-    """An unopened ``AuditLog`` for ``dsn``; call ``open()`` (creates and migrates the schema)."""
+def postgres_checkpoint_file(data_dir: Path) -> Path:
+    """Where a PostgreSQL store's checkpoints go off the database: under the instance's data directory
+    (SQLite keeps them next to its database file, ``audit.sqlite3.checkpoints.jsonl``)."""
+    return data_dir / "audit-checkpoints.jsonl"
+
+
+def open_audit_log(dsn: str, key: bytes, *, checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+                   checkpoint_file: Path | None = None) -> AuditLog:
+    """An unopened ``AuditLog`` for ``dsn``; call ``open()`` (creates and migrates the schema).
+
+    ``checkpoint_file``: SQLite defaults to the file next to the database; PostgreSQL writes none unless given.
+    """
     if dsn.startswith("sqlite:"):
         from hooks.audit.sqlite_store import SqliteAuditLog, sqlite_path
 
-        return SqliteAuditLog(sqlite_path(dsn), key)
+        return SqliteAuditLog(sqlite_path(dsn), key, checkpoint_every=checkpoint_every,
+                              checkpoint_file=checkpoint_file)
     if dsn.startswith(("postgresql://", "postgres://")):
         from hooks.audit.postgres_store import PostgresAuditLog
 
-        return PostgresAuditLog(dsn, key)
+        return PostgresAuditLog(dsn, key, checkpoint_every=checkpoint_every, checkpoint_file=checkpoint_file)
     # Never echo the DSN: it may carry a database password.
     raise AuditError("CDS_AUDIT_DSN must start with sqlite:///, postgresql:// or memory://")
 
@@ -39,4 +59,8 @@ def build_audit_store(settings: Settings) -> AuditStore:
         if settings.environment == "production":
             raise AuditError("CDS_AUDIT_DSN memory:// is not durable: use sqlite:/// or postgresql:// in production")
         return MemoryAuditStore()
-    return SqlAuditStore(open_audit_log(dsn, audit_key(settings)))
+    checkpoint_file = None if dsn.startswith("sqlite:") else postgres_checkpoint_file(settings.data_dir)
+    log = open_audit_log(
+        dsn, audit_key(settings), checkpoint_every=settings.audit_checkpoint_every, checkpoint_file=checkpoint_file
+    )
+    return SqlAuditStore(log, timeout_s=settings.audit_timeout_s, max_pending=settings.audit_max_pending)

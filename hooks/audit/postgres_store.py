@@ -3,21 +3,42 @@
 Every chain append runs ``pg_advisory_xact_lock`` inside its insert transaction: instances queue on the
 lock, each reads the head the previous one committed, so the chain stays a single line. Row triggers
 refuse UPDATE/DELETE, a statement trigger refuses TRUNCATE, and docs/audit.md gives the role without
-those privileges. ``synchronous_commit`` is left at its default (on), which is what makes a commit durable.
+those privileges.
+
+Each connection sets, whatever the server or database defaults say: ``lock_timeout`` (a lock holder that
+never lets go costs one bounded wait, then AuditError), ``statement_timeout``,
+``idle_in_transaction_session_timeout``, ``synchronous_commit = on`` (what makes a commit durable) and
+READ COMMITTED (under REPEATABLE READ a writer queued on the lock would read a stale head and collide on
+``seq``); TCP keepalives and ``tcp_user_timeout`` notice a dead server or network.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
-from hooks.audit.sql import AuditLog, Migration, core_schema
+from hooks.audit.sql import DEFAULT_CHECKPOINT_EVERY, AuditLog, Migration, checkpoint_schema, core_schema
 from hooks.audit.store import AuditError
 
-__all__ = ["CHAIN_LOCK", "PostgresAuditLog", "least_privilege_grants"]
+__all__ = ["CHAIN_LOCK", "LOCK_TIMEOUT_S", "PostgresAuditLog", "least_privilege_grants"]
+
+LOCK_TIMEOUT_S = 2.0
+STATEMENT_TIMEOUT_S = 5.0
+IDLE_IN_TRANSACTION_TIMEOUT_S = 10.0
+# libpq parameters, used unless the DSN sets them itself.
+_CONNECT_DEFAULTS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,  # ms: unacknowledged writes to a dead peer fail instead of hanging
+}
 
 # Advisory lock id ("calcaudt" in ASCII). Schema migration takes it too, so instances starting together
 # queue and exactly one of them creates the tables.
@@ -43,6 +64,7 @@ _V1 = [
     *_append_only("audit_log"),
     *_append_only("card_index"),
 ]
+_V2 = [*checkpoint_schema("BIGINT"), *_append_only("checkpoint")]
 
 
 def least_privilege_grants(schema: str = "public", app: str = "calcinosis_app",
@@ -53,32 +75,80 @@ def least_privilege_grants(schema: str = "public", app: str = "calcinosis_app",
     Without UPDATE, DELETE or TRUNCATE the database refuses a change before the triggers are even reached,
     and without ownership neither role can drop the triggers.
     """
-    tables = "audit_log, card_index, seen_jti, schema_version"
+    tables = "audit_log, card_index, checkpoint, seen_jti, schema_version"
     return [
         f"REVOKE ALL ON {tables} FROM PUBLIC",
         f"GRANT USAGE ON SCHEMA {schema} TO {app}, {auditor}",
-        f"GRANT SELECT, INSERT ON audit_log, card_index TO {app}",
+        f"GRANT SELECT, INSERT ON audit_log, card_index, checkpoint TO {app}",
         f"GRANT SELECT ON schema_version TO {app}",
         # seen_jti is a replay cache, not audit: expired ids are purged.
         f"GRANT SELECT, INSERT, DELETE ON seen_jti TO {app}",
-        f"GRANT SELECT ON audit_log, card_index, schema_version TO {auditor}",
-        # The auditor's CLI appends an access row before it shows anything (BALP).
-        f"GRANT INSERT ON audit_log TO {auditor}",
+        f"GRANT SELECT ON audit_log, card_index, checkpoint, schema_version TO {auditor}",
+        # The auditor's CLI appends an access row before it shows anything (BALP); that row may be the one
+        # that completes a checkpoint interval.
+        f"GRANT INSERT ON audit_log, checkpoint TO {auditor}",
     ]
 
 
 class PostgresAuditLog(AuditLog):
     backend = "postgresql"
 
-    def __init__(self, dsn: str, key: bytes) -> None:
-        super().__init__(key)
+    def __init__(self, dsn: str, key: bytes, *, checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+                 checkpoint_file: Path | None = None, lock_timeout_s: float = LOCK_TIMEOUT_S,
+                 statement_timeout_s: float = STATEMENT_TIMEOUT_S) -> None:
+        super().__init__(key, checkpoint_every=checkpoint_every, checkpoint_file=checkpoint_file)
         self._dsn = dsn
         self._connection: psycopg.Connection[tuple[Any, ...]] | None = None
+        self.lock_timeout_s = lock_timeout_s
+        self.statement_timeout_s = statement_timeout_s
+        self._identity: str | None = None
+
+    def _new_connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+        given = conninfo_to_dict(self._dsn)
+        options = {name: value for name, value in _CONNECT_DEFAULTS.items() if name not in given}
+        connection = psycopg.connect(self._dsn, autocommit=True, **options)
+        try:
+            # psycopg then opens every transaction with BEGIN ISOLATION LEVEL READ COMMITTED.
+            connection.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+            for setting, value in (
+                ("lock_timeout", f"{int(self.lock_timeout_s * 1000)}ms"),
+                ("statement_timeout", f"{int(self.statement_timeout_s * 1000)}ms"),
+                ("idle_in_transaction_session_timeout", f"{int(IDLE_IN_TRANSACTION_TIMEOUT_S * 1000)}ms"),
+                ("synchronous_commit", "on"),
+                ("default_transaction_isolation", "read committed"),
+            ):
+                connection.execute("SELECT set_config(%s, %s, false)", (setting, value))
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
     def _connect(self) -> None:
         if self._connection is not None and not self._connection.closed:
             return
-        self._connection = psycopg.connect(self._dsn, autocommit=True, connect_timeout=5)
+        self._connection = self._new_connection()
+        if self._identity is None:
+            found = self._connection.execute("SELECT current_database() || '/' || current_schema()").fetchone()
+            self._identity = str(found[0]) if found else None
+
+    def database_identity(self) -> str | None:
+        return self._identity
+
+    def _session_identity(self) -> dict[str, Any]:
+        found = self._execute("SELECT session_user::text, inet_client_addr()::text").fetchone()
+        return {"db_user": found[0], "client_addr": found[1] or "local socket"}
+
+    def _migration_timeouts(self) -> None:
+        # Instances starting together queue on the chain lock while one of them migrates.
+        self._execute("SELECT set_config('lock_timeout', '60s', true), set_config('statement_timeout', '0', true)")
+
+    def probe(self) -> None:
+        try:
+            with psycopg.connect(self._dsn, autocommit=True, **{**_CONNECT_DEFAULTS, "connect_timeout": 2}) as probe:
+                probe.execute("SELECT set_config('statement_timeout', '2s', false)")
+                probe.execute("SELECT MAX(version) FROM schema_version").fetchall()
+        except psycopg.Error as error:
+            raise AuditError(f"audit ping failed: {type(error).__name__}") from error
 
     def close(self) -> None:
         if self._connection is not None:
@@ -115,7 +185,7 @@ class PostgresAuditLog(AuditLog):
         return bool(self._execute("SELECT to_regclass(?) IS NOT NULL", (name,)).fetchone()[0])
 
     def migrations(self) -> Sequence[Migration]:
-        return [(1, _V1)]
+        return [(1, _V1), (2, _V2)]
 
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         return (psycopg.Error,)

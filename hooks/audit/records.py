@@ -8,7 +8,7 @@ the clinician did with it. Never an access token or a JWT: only ``iss``, ``tenan
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 __all__ = ["FeedbackRecord", "FhirQuery", "HookCallRecord", "PrefetchKeyState"]
@@ -103,7 +103,9 @@ class FeedbackRecord:
         """Same card, outcome, suggestions and timestamp reported again is the same feedback (protocol brief §7.6)."""
         suggestions = ",".join(sorted(self.accepted_suggestions))
         reason = f"{self.override_reason_system}|{self.override_reason_code}"
-        moment = self.outcome_timestamp.isoformat()
+        # One instant, one key: "09:05Z" and "10:05+01:00" are the same report (a naive time is taken as UTC).
+        stamp = self.outcome_timestamp
+        moment = (stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)).isoformat()
         return f"{self.service_id}|{self.card_uuid}|{self.outcome}|{suggestions}|{reason}|{moment}"
 
     def to_dict(self) -> dict[str, Any]:

@@ -15,10 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hooks.audit.sql import AuditLog, Migration, core_schema
+from hooks.audit.sql import DEFAULT_CHECKPOINT_EVERY, AuditLog, Migration, checkpoint_schema, core_schema
 from hooks.audit.store import AuditError
 
-__all__ = ["SqliteAuditLog", "sqlite_path"]
+__all__ = ["BUSY_TIMEOUT_S", "SqliteAuditLog", "checkpoint_file_for", "sqlite_path"]
+
+# How long a write waits for another writer's lock before failing (AuditError, the app's 503). Well under
+# the store's per-call budget, so a stuck writer (another process, the CLI) costs one bounded wait.
+BUSY_TIMEOUT_S = 2.0
 
 
 def sqlite_path(dsn: str) -> Path:
@@ -29,6 +33,11 @@ def sqlite_path(dsn: str) -> Path:
     if not path or path.startswith(":memory:"):
         raise AuditError("the audit store must be a file: an in-memory SQLite database is not durable")
     return Path(path)
+
+
+def checkpoint_file_for(path: Path) -> Path:
+    """The checkpoint file kept next to a SQLite database (``audit.sqlite3.checkpoints.jsonl``)."""
+    return path.with_name(path.name + ".checkpoints.jsonl")
 
 
 def _append_only(table: str) -> list[str]:
@@ -45,14 +54,18 @@ _V1 = [
     *_append_only("audit_log"),
     *_append_only("card_index"),
 ]
+_V2 = [*checkpoint_schema("INTEGER"), *_append_only("checkpoint")]
 
 
 class SqliteAuditLog(AuditLog):
     backend = "sqlite"
 
-    def __init__(self, path: Path, key: bytes) -> None:
-        super().__init__(key)
+    def __init__(self, path: Path, key: bytes, *, checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+                 checkpoint_file: Path | None = None, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+        super().__init__(key, checkpoint_every=checkpoint_every,
+                         checkpoint_file=checkpoint_file or checkpoint_file_for(path))
         self.path = path
+        self.busy_timeout_s = busy_timeout_s
         self._connection: sqlite3.Connection | None = None
 
     def _connect(self) -> None:
@@ -61,11 +74,12 @@ class SqliteAuditLog(AuditLog):
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         created = not self.path.exists()
         # isolation_level=None: transactions are exactly the BEGIN IMMEDIATE/COMMIT written below.
-        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        # ``timeout`` is SQLite's busy timeout (the one setting: no separate PRAGMA busy_timeout).
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                     timeout=self.busy_timeout_s)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute("PRAGMA foreign_keys=ON")
-        connection.execute("PRAGMA busy_timeout=10000")
         if created:
             # The file holds PHI (patient references, card text): owner-only.
             os.chmod(self.path, 0o600)
@@ -75,6 +89,20 @@ class SqliteAuditLog(AuditLog):
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+    def probe(self) -> None:
+        if self._connection is None:
+            raise AuditError("the audit store is not open")
+        try:
+            # Read-only, on its own connection: WAL readers never wait for the writer's lock.
+            probe = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                    timeout=self.busy_timeout_s)
+            try:
+                probe.execute("SELECT MAX(version) FROM schema_version").fetchall()
+            finally:
+                probe.close()
+        except sqlite3.Error as error:
+            raise AuditError(f"audit ping failed: {type(error).__name__}") from error
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         if self._connection is None:
@@ -96,7 +124,7 @@ class SqliteAuditLog(AuditLog):
         return bool(self._execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchall())
 
     def migrations(self) -> Sequence[Migration]:
-        return [(1, _V1)]
+        return [(1, _V1), (2, _V2)]
 
     def _driver_errors(self) -> tuple[type[BaseException], ...]:
         return (sqlite3.Error,)

@@ -11,6 +11,7 @@ import secrets
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 
 from hooks.audit import FeedbackRecord, FhirQuery, HookCallRecord, PrefetchKeyState
 from hooks.audit.factory import open_audit_log
+from hooks.audit.postgres_store import CHAIN_LOCK
 from hooks.audit.sql import AuditLog, SqlAuditStore
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -94,7 +96,7 @@ def raw_execute(dsn: str, *statements: str) -> None:
 
 
 def drop_triggers(dsn: str) -> None:
-    for table in ("audit_log", "card_index"):
+    for table in ("audit_log", "card_index", "checkpoint"):
         if dsn.startswith("sqlite:"):
             raw_execute(dsn, f"DROP TRIGGER {table}_no_update", f"DROP TRIGGER {table}_no_delete")
         else:
@@ -206,3 +208,24 @@ def feedback(record: HookCallRecord, card_index: int = 0, **overrides: Any) -> F
     }
     values.update(overrides)
     return FeedbackRecord(**values)
+
+
+@contextmanager
+def chain_lock_held(dsn: str) -> Iterator[None]:
+    """Another session takes the chain's write lock and sits on it, idle in transaction (a stuck instance,
+    an operator's psql)."""
+    if dsn.startswith("sqlite:"):
+        connection = sqlite3.connect(dsn.removeprefix("sqlite:///"), isolation_level=None)
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            connection.rollback()
+            connection.close()
+        return
+    with psycopg.connect(dsn) as pg:
+        pg.execute("SELECT pg_advisory_xact_lock(%s)", (CHAIN_LOCK,))
+        try:
+            yield
+        finally:
+            pg.rollback()

@@ -15,7 +15,10 @@ import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.guidanceresponse import GuidanceResponse
 
-from hooks.audit.sql import AuditLog
+from hooks.audit import AuditError
+from hooks.audit.export import audit_event
+from hooks.audit.factory import open_audit_log
+from hooks.audit.sql import SCHEMA_VERSION, AuditLog
 from hooks.cli import main
 from tests.audit.conftest import TEST_KEY, call_record, drop_triggers, feedback, raw_execute
 
@@ -179,8 +182,16 @@ def test_expect_head_catches_a_chain_rewritten_with_the_key(history: dict[str, A
     drop_triggers(env)
     cut = head_seq - 1
     raw_execute(env, f"DELETE FROM card_index WHERE seq >= {cut}", f"DELETE FROM audit_log WHERE seq >= {cut}")  # noqa: S608
-    log.append_call(call_record())
-    log.append_call(call_record())
+    # The instance that wrote the head refuses to extend the cut chain; the key holder's own tool does not.
+    with pytest.raises(AuditError, match="newest records were deleted"):
+        log.append_call(call_record())
+    rewriter = open_audit_log(env, TEST_KEY)
+    rewriter.open()
+    try:
+        rewriter.append_call(call_record())
+        rewriter.append_call(call_record())
+    finally:
+        rewriter.close()
     code, out, _ = run(capsys, "verify", "--expect-head", f"{head_seq}:{head_hash}")
     assert code == 1
     assert "against the recorded head" in out
@@ -211,7 +222,7 @@ def test_reads_leave_access_rows_in_the_chain(history: dict[str, Any], log: Audi
 def test_migrate_reports_the_schema_version(history: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "migrate")
     assert code == 0
-    assert "version 1" in out
+    assert f"version {SCHEMA_VERSION}" in out
 
 
 def test_a_production_cli_without_a_key_refuses(env: str, monkeypatch: pytest.MonkeyPatch,
@@ -239,3 +250,111 @@ def test_a_period_archive_verifies_on_its_own(log: AuditLog, env: str, tmp_path:
     assert seqs == [1, 2, 3]  # the run of seq covering January, February's edge row included
     code, out, _ = run(capsys, "verify", "--file", str(archive))
     assert code == 0, out
+
+
+# --------------------------------------------------------------------------- archive anchors (review finding 6)
+
+
+def export_archive(capsys: pytest.CaptureFixture[str], archive: Path, *period: str) -> tuple[str, str]:
+    code, _, err = run(capsys, "export", "--format", "jsonl", *period, "--output", str(archive))
+    assert code == 0, err
+    command = next(line for line in err.splitlines() if "--expect-first" in line).split()
+    return command[command.index("--expect-first") + 1], command[command.index("--expect-head") + 1]
+
+
+def test_the_documented_archive_procedure_works(log: AuditLog, env: str, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/audit.md "Retention and archiving a period", step by step."""
+    january = [call_record(received_at=call_record().received_at.replace(month=1, day=day)) for day in (3, 9, 20)]
+    for record in [*january, call_record(received_at=january[0].received_at.replace(month=2))]:
+        log.append_call(record)
+    archive = tmp_path / "audit-2026-01.jsonl"
+    first, head = export_archive(capsys, archive, "--since", "2026-01-01", "--until", "2026-01-31")
+    assert first == f"1:{'0' * 64}"
+    assert head == f"3:{log.hash_at(3)}"
+    manifest = orjson.loads(archive.with_name(archive.name + ".manifest.json").read_bytes())
+    assert (manifest["first_seq"], manifest["last_seq"], manifest["records"]) == (1, 3, 3)
+    assert stat.S_IMODE(archive.with_name(archive.name + ".manifest.json").stat().st_mode) == 0o600
+    # Step 2: the archive alone, against the anchors export printed (and, without them, its manifest).
+    code, out, _ = run(capsys, "verify", "--file", str(archive), "--expect-first", first, "--expect-head", head)
+    assert code == 0, out
+    assert "recorded head seq 3 matches" in out
+    code, out, _ = run(capsys, "verify", "--file", str(archive))
+    assert code == 0, out
+    assert "manifest" in out
+    # The archive's last anchor is also checked against the live chain.
+    code, out, _ = run(capsys, "verify", "--expect-head", head)
+    assert code == 0, out
+
+
+@pytest.mark.parametrize("cut", ["first", "last"])
+def test_an_archive_cut_at_either_end_fails_against_its_anchors(history: dict[str, Any], tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str], cut: str) -> None:
+    archive = tmp_path / "archive.jsonl"
+    first, head = export_archive(capsys, archive)
+    lines = archive.read_bytes().splitlines()
+    archive.write_bytes(b"\n".join(lines[1:] if cut == "first" else lines[:-1]) + b"\n")
+    # With explicit anchors (the manifest moved away)...
+    archive.with_name(archive.name + ".manifest.json").rename(tmp_path / "manifest.json")
+    code, out, _ = run(capsys, "verify", "--file", str(archive), "--expect-first", first, "--expect-head", head)
+    assert code == 1
+    assert f"archive cut at the {'start' if cut == 'first' else 'end'}" in out
+    # ...and with the manifest, which also notices the file changed.
+    code, out, _ = run(capsys, "verify", "--file", str(archive), "--manifest", str(tmp_path / "manifest.json"))
+    assert code == 1
+    assert "SHA-256 differs" in out
+    # Without any anchor the cut archive still verifies, and verify says so.
+    code, out, _ = run(capsys, "verify", "--file", str(archive))
+    assert code == 0
+    assert "no anchors" in out
+
+
+def test_a_raw_archive_of_one_patient_is_refused(history: dict[str, Any], log: AuditLog,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "export", "--format", "jsonl", "--patient", "Patient/123")
+    assert code == 2
+    assert out == ""
+    assert "--patient" in err
+    assert access_rows(log) == []  # refused before anything was read
+
+
+# --------------------------------------------------------------------------- nits (review finding 7)
+
+
+def test_export_never_writes_through_a_planted_partial_file(history: dict[str, Any], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "export.ndjson"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "export.ndjson.partial").symlink_to(victim)
+    code, _, _ = run(capsys, "export", "--format", "auditevent", "--output", str(target))
+    assert code == 0
+    assert victim.read_text() == "keep me"
+    assert target.read_bytes().count(b"\n") == 7
+    assert not target.is_symlink()
+    assert sorted(path.name for path in tmp_path.iterdir() if "partial" in path.name) == ["export.ndjson.partial"]
+
+
+def test_an_unexpected_error_exits_2_not_1(history: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    def explode(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(AuditLog, "verify", explode)
+    code, _, err = run(capsys, "verify")
+    assert code == 2
+    assert "unexpected RuntimeError" in err
+
+
+def test_access_rows_record_who_the_database_authenticated(history: dict[str, Any], log: AuditLog, env: str,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    run(capsys, "stats")
+    (access,) = access_rows(log)
+    if env.startswith("postgresql"):
+        assert access["db_user"] == "postgres"
+        assert access["client_addr"] == "127.0.0.1/32"
+        (row,) = log.rows(kinds=["access"])
+        event = AuditEvent.model_validate(audit_event(row, "https://cds.example.org"))
+        assert "database user postgres" in (event.agent[0].who.display or "")
+    else:
+        assert "db_user" not in access  # SQLite has no authenticated user: the OS user is all there is

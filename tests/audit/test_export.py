@@ -4,14 +4,18 @@
 from __future__ import annotations
 
 import base64
+import uuid
+from datetime import timedelta
 from typing import Any
 
+import orjson
 from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.guidanceresponse import GuidanceResponse
 
+from hooks.audit import HookCallRecord
 from hooks.audit.export import audit_event, card_stats, guidance_response
 from hooks.audit.sql import AuditLog
-from tests.audit.conftest import call_record, card, feedback
+from tests.audit.conftest import T0, call_record, card, feedback
 
 BASE = "https://cds.example.org"
 
@@ -111,3 +115,58 @@ def test_engine_red_flag_and_risk_cards_count_under_their_ids(log: AuditLog) -> 
     log.append_call(call_record(cards=[flagged, risky], rules_fired=["A", "B"]))
     by_rule, _ = card_stats(log.rows(kinds=["call"]), log.rows(kinds=["feedback"]))
     assert dict(by_rule.shown) == {"RF-CALCIPHYLAXIS": 1, "RISK-CAXP": 1}
+
+
+# --------------------------------------------------------------------------- failure records (review finding 5)
+
+
+def app_failure(status: int, reason: str, **extra: Any) -> Any:
+    """Shaped like what hooks/app.py writes when the request fails before the hook is known."""
+    return HookCallRecord(record_id=str(uuid.uuid4()), received_at=T0,
+                          responded_at=T0 + timedelta(milliseconds=3), latency_ms=2.5,
+                          service_id=extra.pop("service_id", "calcinosis-assessment"), code_version="0.1.0",
+                          http_status=status, reason_class=reason, **extra)
+
+
+def no_empty_values(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(item not in ("", [], {}, None) and no_empty_values(item) for item in value.values())
+    if isinstance(value, list):
+        return all(item not in ("", [], {}, None) and no_empty_values(item) for item in value)
+    return True
+
+
+def test_failure_records_export_as_valid_fhir(log: AuditLog) -> None:
+    records = [app_failure(401, "bad-signature"), app_failure(404, "not-found", service_id="nope\x00 x"),
+               app_failure(413, "too-large"), app_failure(415, "unsupported-media-type"),
+               app_failure(429, "rate-limited"), app_failure(400, "invalid-request", hook="patient-view")]
+    for record in records:
+        log.append_call(record)
+    for row in log.rows():
+        event = audit_event(row, BASE)
+        assert no_empty_values(event), event
+        assert '"valueString":""' not in str(event).replace(" ", "")
+        AuditEvent.model_validate(event)
+        response = guidance_response(row, BASE)
+        assert response is not None
+        assert no_empty_values(response), response
+        GuidanceResponse.model_validate(response)
+    unauthenticated = AuditEvent.model_validate(audit_event(next(log.rows()), BASE))
+    assert unauthenticated.outcome == "4"
+    assert "bad-signature" in (unauthenticated.outcomeDesc or "")
+    assert "credentials refused" in (unauthenticated.agent[0].who.display or "")
+
+
+def test_cards_without_uuid_or_source_label_export_as_valid_fhir(log: AuditLog) -> None:
+    bare = {"summary": "Consider work-up", "indicator": "info", "source": {"label": ""}}
+    log.append_call(call_record(cards=[bare, {"uuid": None, "summary": "", "indicator": "info", "source": {}}]))
+    (row,) = log.rows()
+    event = audit_event(row, BASE)
+    assert "urn:uuid:None" not in orjson.dumps(event).decode()
+    assert no_empty_values(event)
+    AuditEvent.model_validate(event)
+    response = guidance_response(row, BASE)
+    assert response is not None
+    assert "None" not in orjson.dumps(response).decode()
+    assert no_empty_values(response)
+    GuidanceResponse.model_validate(response)
