@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -17,6 +20,9 @@ from hooks.audit import MemoryAuditStore
 from hooks.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# Everything a test writes goes under one temporary directory per run, never into the working tree.
+_TEST_DATA_DIR = Path(tempfile.mkdtemp(prefix="calcinosis-test-data-"))
+atexit.register(shutil.rmtree, _TEST_DATA_DIR, ignore_errors=True)
 FIXED_NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 
 
@@ -32,6 +38,7 @@ def test_settings(**overrides: Any) -> Settings:
         "audit_key": "test-audit-key",
         # Tests that need a durable store say so; nothing writes into the working tree.
         "audit_dsn": "memory://",
+        "data_dir": _TEST_DATA_DIR,
     }
     values.update(overrides)
     return Settings(**values)
