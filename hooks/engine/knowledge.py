@@ -192,6 +192,8 @@ def load_knowledge() -> Knowledge:
         docs["workup.yaml"],
         docs["therapy.yaml"],
     )
+    if tuple(rules["subtypes"]) != SUBTYPES:
+        raise ValueError(f"rules.yaml subtypes must be {SUBTYPES} (the order ties are broken in)")
     factors = flags["calciphylaxis_risk_factors"]
     return Knowledge(
         version=str(ruleset["version"]),
