@@ -425,10 +425,6 @@ def _install_routes(app: FastAPI) -> None:
 # --------------------------------------------------------------------------- service call pipeline
 
 
-def _digest(raw: bytes) -> str:
-    return hashlib.sha256(raw).hexdigest()
-
-
 async def handle_service_call(service_id: str, request: Request, runtime: RuntimeDep) -> Response:
     settings = runtime.settings
     started = time.perf_counter()

@@ -32,7 +32,7 @@ import time
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from fhir_mappings.models import PrefetchValue
 from fhir_mappings.models import classify_prefetch_value as read_prefetch_value
@@ -200,7 +200,6 @@ class FhirFetcher(Protocol):
     ) -> FetchResult: ...
 
 
-KeyStateName = Literal["present", "null", "operation-outcome", "missing"]
 
 
 async def resolve_prefetch(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import (
@@ -49,7 +48,6 @@ __all__ = [
     "Source",
     "Suggestion",
     "context_model_for",
-    "utc_iso",
 ]
 
 # "summary ... MUST be less than 140 characters" (#card-attributes): 139 is the longest allowed.
@@ -362,6 +360,3 @@ class FeedbackItem(_Incoming):
 class FeedbackRequest(_Incoming):
     feedback: list[FeedbackItem] = Field(min_length=1, max_length=1000)
 
-
-def utc_iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")

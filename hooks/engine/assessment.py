@@ -11,9 +11,17 @@ from dataclasses import dataclass, field
 
 from fhir_mappings.facts import PatientFacts
 from hooks.engine.knowledge import SUBTYPES, Knowledge, RuleDefinition, load_knowledge
-from hooks.engine.predicates import EvalContext, Evidence, Result, evaluate, finding_evidence, risk_factor_results
+from hooks.engine.predicates import (
+    EvalContext,
+    Evidence,
+    Result,
+    condition_evidence,
+    evaluate,
+    finding_evidence,
+    risk_factor_results,
+)
 
-__all__ = ["Assessment", "CautionHit", "FlagHit", "RiskHit", "RuleHit", "TherapyPlan", "assess"]
+__all__ = ["Assessment", "CautionHit", "FlagHit", "RuleHit", "TherapyPlan", "assess"]
 
 _METABOLIC_SUBTYPES = frozenset({"metastatic", "calciphylaxis"})
 _UNIVERSALIS_WORDS = ("universal", "diffus", "dissemin", "dissémin", "étendue", "extensive")
@@ -34,7 +42,6 @@ class FlagHit:
     risk_factors: tuple[str, ...] = ()
 
 
-RiskHit = FlagHit
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +120,7 @@ def _calcinosis(facts: PatientFacts) -> tuple[Evidence, ...]:
     skin = facts.skin
     findings = (*skin.calcinosis, *skin.calciphylaxis, *skin.biopsy_calciphylaxis)
     evidence = [finding_evidence(f) for f in findings]
-    evidence += [
-        Evidence(kind="condition", concept=c.concept, text=c.provenance.display or c.text,
-                 date=c.onset or c.recorded, reference=c.provenance.reference)
-        for c in facts.active_conditions("calcinosis_cutis", "calciphylaxis")
-    ]
+    evidence += [condition_evidence(c) for c in facts.active_conditions("calcinosis_cutis", "calciphylaxis")]
     # A coded Condition is both a skin finding and a condition: show each source resource once.
     unique: dict[str, Evidence] = {}
     for item in evidence:
