@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from hooks.audit.factory import open_audit_log  # noqa: E402
 from hooks.audit.records import HookCallRecord  # noqa: E402
-from hooks.audit.sql import SqlAuditStore  # noqa: E402
+from hooks.audit.sql_store import SqlAuditStore  # noqa: E402
 from tests.audit.conftest import call_record, card  # noqa: E402
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"

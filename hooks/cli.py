@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 __all__ = ["main"]
 
@@ -63,6 +64,10 @@ def _assess(args: argparse.Namespace) -> int:
     return assess_bundle_file(args.bundle, now=args.now, locale=args.locale, out=sys.stdout)
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="calcinosis-cds", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -88,9 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, clock: Callable[[], datetime] | None = None) -> int:
+    """``clock``: the time the audit commands write (access rows, manifests); tests pass a fixed one."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.clock = clock or _utc_now
     result: int = args.func(args)
     return result
 

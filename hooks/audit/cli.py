@@ -36,7 +36,8 @@ from hooks.audit.chain import GENESIS, ROW_COLUMNS, ChainVerdict, canonical_json
 from hooks.audit.codec import utc_iso
 from hooks.audit.export import audit_event, card_kind, card_stats, guidance_response
 from hooks.audit.factory import audit_key, open_audit_log, postgres_checkpoint_file
-from hooks.audit.sql import AuditLog, StoredRow
+from hooks.audit.schema import StoredRow
+from hooks.audit.sql import AuditLog
 from hooks.audit.store import AuditError
 
 __all__ = ["add_audit_commands", "row_to_jsonl"]
@@ -88,7 +89,7 @@ def _context(args: argparse.Namespace) -> tuple[AuditLog, str]:
             raise _CliError(f"no audit database at {sqlite_path(dsn)}")
     # PostgreSQL: the service instances write checkpoints under their data directory; read this host's.
     checkpoint_file = None if dsn.startswith("sqlite:") else postgres_checkpoint_file(settings.data_dir)
-    log = open_audit_log(dsn, audit_key(settings), checkpoint_file=checkpoint_file)
+    log = open_audit_log(dsn, audit_key(settings), checkpoint_file=checkpoint_file, clock=args.clock)
     log.open()
     return log, settings.public_base_url
 
@@ -366,7 +367,7 @@ def _export(args: argparse.Namespace, log: AuditLog, base_url: str, out: IO[str]
                 "format": "calcinosis-cds audit jsonl",
                 "first_seq": first[0], "prev_hash": first[1], "last_seq": last[0], "hash": last[1],
                 "records": ends.records, "sha256": _file_sha256(Path(args.output)),
-                "exported_at": utc_iso(datetime.now(UTC)), "filters": _filters(args),
+                "exported_at": utc_iso(args.clock()), "filters": _filters(args),
             }
             target = Path(args.output)
             with _private_file(target.with_name(target.name + MANIFEST_SUFFIX)) as handle:

@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from hooks.audit.sql import StoredRow
+from hooks.audit.schema import StoredRow
 
 __all__ = ["CardStats", "audit_event", "card_kind", "card_rules", "card_stats", "guidance_response"]
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hooks.audit.sql import (
-    DEFAULT_CHECKPOINT_EVERY,
-    AuditLog,
-    SqlAuditStore,
-)
+from hooks.audit.integrity import Clock, utc_now
+from hooks.audit.schema import DEFAULT_CHECKPOINT_EVERY
+from hooks.audit.sql import AuditLog
+from hooks.audit.sql_store import SqlAuditStore
 from hooks.audit.store import AuditError, AuditStore, MemoryAuditStore
 from hooks.settings import Settings
 
@@ -35,20 +34,22 @@ def postgres_checkpoint_file(data_dir: Path) -> Path:
 
 
 def open_audit_log(dsn: str, key: bytes, *, checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
-                   checkpoint_file: Path | None = None) -> AuditLog:
+                   checkpoint_file: Path | None = None, clock: Clock = utc_now) -> AuditLog:
     """An unopened ``AuditLog`` for ``dsn``; call ``open()`` (creates and migrates the schema).
 
     ``checkpoint_file``: SQLite defaults to the file next to the database; PostgreSQL writes none unless given.
+    ``clock``: the time written into audit-access rows, checkpoints and migrations.
     """
     if dsn.startswith("sqlite:"):
         from hooks.audit.sqlite_store import SqliteAuditLog, sqlite_path
 
         return SqliteAuditLog(sqlite_path(dsn), key, checkpoint_every=checkpoint_every,
-                              checkpoint_file=checkpoint_file)
+                              checkpoint_file=checkpoint_file, clock=clock)
     if dsn.startswith(("postgresql://", "postgres://")):
         from hooks.audit.postgres_store import PostgresAuditLog
 
-        return PostgresAuditLog(dsn, key, checkpoint_every=checkpoint_every, checkpoint_file=checkpoint_file)
+        return PostgresAuditLog(dsn, key, checkpoint_every=checkpoint_every, checkpoint_file=checkpoint_file,
+                                clock=clock)
     # Never echo the DSN: it may carry a database password.
     raise AuditError("CDS_AUDIT_DSN must start with sqlite:///, postgresql:// or memory://")
 

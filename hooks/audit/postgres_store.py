@@ -22,7 +22,9 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from hooks.audit.sql import DEFAULT_CHECKPOINT_EVERY, AuditLog, Migration, checkpoint_schema, core_schema
+from hooks.audit.integrity import Clock, utc_now
+from hooks.audit.schema import DEFAULT_CHECKPOINT_EVERY, Migration, checkpoint_schema, core_schema
+from hooks.audit.sql import AuditLog
 from hooks.audit.store import AuditError
 
 __all__ = ["CHAIN_LOCK", "LOCK_TIMEOUT_S", "PostgresAuditLog", "least_privilege_grants"]
@@ -95,8 +97,8 @@ class PostgresAuditLog(AuditLog):
 
     def __init__(self, dsn: str, key: bytes, *, checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
                  checkpoint_file: Path | None = None, lock_timeout_s: float = LOCK_TIMEOUT_S,
-                 statement_timeout_s: float = STATEMENT_TIMEOUT_S) -> None:
-        super().__init__(key, checkpoint_every=checkpoint_every, checkpoint_file=checkpoint_file)
+                 statement_timeout_s: float = STATEMENT_TIMEOUT_S, clock: Clock = utc_now) -> None:
+        super().__init__(key, checkpoint_every=checkpoint_every, checkpoint_file=checkpoint_file, clock=clock)
         self._dsn = dsn
         self._connection: psycopg.Connection[tuple[Any, ...]] | None = None
         self.lock_timeout_s = lock_timeout_s

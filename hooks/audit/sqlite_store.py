@@ -15,7 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hooks.audit.sql import DEFAULT_CHECKPOINT_EVERY, AuditLog, Migration, checkpoint_schema, core_schema
+from hooks.audit.integrity import Clock, utc_now
+from hooks.audit.schema import DEFAULT_CHECKPOINT_EVERY, Migration, checkpoint_schema, core_schema
+from hooks.audit.sql import AuditLog
 from hooks.audit.store import AuditError
 
 __all__ = ["BUSY_TIMEOUT_S", "SqliteAuditLog", "checkpoint_file_for", "sqlite_path"]
@@ -61,9 +63,10 @@ class SqliteAuditLog(AuditLog):
     backend = "sqlite"
 
     def __init__(self, path: Path, key: bytes, *, checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
-                 checkpoint_file: Path | None = None, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+                 checkpoint_file: Path | None = None, busy_timeout_s: float = BUSY_TIMEOUT_S,
+                 clock: Clock = utc_now) -> None:
         super().__init__(key, checkpoint_every=checkpoint_every,
-                         checkpoint_file=checkpoint_file or checkpoint_file_for(path))
+                         checkpoint_file=checkpoint_file or checkpoint_file_for(path), clock=clock)
         self.path = path
         self.busy_timeout_s = busy_timeout_s
         self._connection: sqlite3.Connection | None = None

@@ -22,7 +22,8 @@ import pytest
 from hooks.audit import FeedbackRecord, FhirQuery, HookCallRecord, PrefetchKeyState
 from hooks.audit.factory import open_audit_log
 from hooks.audit.postgres_store import CHAIN_LOCK
-from hooks.audit.sql import AuditLog, SqlAuditStore
+from hooks.audit.sql import AuditLog
+from hooks.audit.sql_store import SqlAuditStore
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 TEST_KEY = b"test-audit-key"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,10 @@ from fhir.resources.R4B.guidanceresponse import GuidanceResponse
 from hooks.audit import AuditError
 from hooks.audit.export import audit_event
 from hooks.audit.factory import open_audit_log
-from hooks.audit.sql import SCHEMA_VERSION, AuditLog
+from hooks.audit.schema import SCHEMA_VERSION
+from hooks.audit.sql import AuditLog
 from hooks.cli import main
-from tests.audit.conftest import TEST_KEY, call_record, drop_triggers, feedback, raw_execute
+from tests.audit.conftest import T0, TEST_KEY, call_record, drop_triggers, feedback, raw_execute
 
 VENV_CLI = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "calcinosis-cds"
 
@@ -47,8 +49,12 @@ def history(log: AuditLog, env: str) -> dict[str, Any]:
     return {"first": first, "other": other, "failed": failed, "later": later}
 
 
+# The auditor reads the trail an hour after the first call: access rows carry this time, never the wall clock.
+READ_AT = T0 + timedelta(hours=1)
+
+
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(["audit", *argv])
+    code = main(["audit", *argv], clock=lambda: READ_AT)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -120,6 +126,7 @@ def test_show_tells_the_story_of_one_patient_and_is_itself_audited(history: dict
     assert "2 hook call(s)" in out
     (access,) = access_rows(log)
     assert access["action"] == "show"
+    assert access["at"].startswith("2026-11-21T10:00:00")  # the injected clock, not the wall clock
     assert access["filters"]["patient"] == "Patient/123"
     assert access["filters"]["until"].startswith("2027-01-01")  # a bare --until date includes that day
 

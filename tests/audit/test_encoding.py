@@ -14,7 +14,8 @@ import pytest
 from hooks.audit import AuditError
 from hooks.audit.chain import canonical_json
 from hooks.audit.codec import MAX_COLUMN_CHARS, call_from_document, column_text
-from hooks.audit.sql import AuditLog, SqlAuditStore
+from hooks.audit.sql import AuditLog
+from hooks.audit.sql_store import SqlAuditStore
 from tests.audit.conftest import call_record, feedback
 from tests.audit.test_web import app_for, read_log, request_body
 from tests.conftest import running_client

@@ -12,7 +12,8 @@ import pytest
 from hooks.audit import AuditError
 from hooks.audit.factory import open_audit_log
 from hooks.audit.postgres_store import least_privilege_grants
-from hooks.audit.sql import AuditLog, SqlAuditStore
+from hooks.audit.sql import AuditLog
+from hooks.audit.sql_store import SqlAuditStore
 from tests.audit.conftest import PG_ADMIN, TEST_KEY, call_record, raw_execute
 
 pytestmark = pytest.mark.postgres

@@ -10,7 +10,7 @@ import pytest
 
 from hooks.audit import AuditError, MemoryAuditStore
 from hooks.audit.factory import build_audit_store, open_audit_log
-from hooks.audit.sql import SqlAuditStore
+from hooks.audit.sql_store import SqlAuditStore
 from hooks.audit.sqlite_store import SqliteAuditLog, sqlite_path
 from tests.audit.conftest import TEST_KEY, call_record
 from tests.conftest import test_settings as settings_for_test

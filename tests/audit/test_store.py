@@ -11,7 +11,9 @@ import pytest
 from hooks.audit import AuditError
 from hooks.audit.codec import call_from_document, feedback_from_document
 from hooks.audit.factory import open_audit_log
-from hooks.audit.sql import SCHEMA_VERSION, AuditLog, SqlAuditStore
+from hooks.audit.schema import SCHEMA_VERSION
+from hooks.audit.sql import AuditLog
+from hooks.audit.sql_store import SqlAuditStore
 from tests.audit.conftest import TEST_KEY, call_record, feedback, raw_execute
 
 

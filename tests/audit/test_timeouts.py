@@ -16,7 +16,7 @@ import pytest
 
 from hooks.audit import AuditError
 from hooks.audit.factory import open_audit_log
-from hooks.audit.sql import SqlAuditStore
+from hooks.audit.sql_store import SqlAuditStore
 from hooks.audit.sqlite_store import BUSY_TIMEOUT_S, SqliteAuditLog
 from tests.audit.conftest import PG_ADMIN, TEST_KEY, call_record, chain_lock_held
 from tests.audit.test_web import app_for, request_body

@@ -14,7 +14,9 @@ import pytest
 
 from hooks.audit import AuditError
 from hooks.audit.factory import open_audit_log
-from hooks.audit.sql import SCHEMA_VERSION, AuditLog, SqlAuditStore
+from hooks.audit.schema import SCHEMA_VERSION
+from hooks.audit.sql import AuditLog
+from hooks.audit.sql_store import SqlAuditStore
 from hooks.cli import main
 from tests.audit.conftest import TEST_KEY, call_record, drop_triggers, raw_execute
 
@@ -215,7 +217,7 @@ def test_a_version_1_database_gains_the_checkpoint_table(audit_dsn: str, checkpo
 
 
 def test_checkpoint_file_lines_of_another_database_or_garbage_are_ignored(tmp_path: Path) -> None:
-    from hooks.audit.sql import read_checkpoint_file
+    from hooks.audit.schema import read_checkpoint_file
 
     path = tmp_path / "c.jsonl"
     lines: list[Any] = [{"seq": 5, "hash": "ab" * 32, "at": "t", "database": "other/public"},

@@ -10,7 +10,7 @@ import sys
 import time
 
 from hooks.audit.factory import open_audit_log
-from hooks.audit.sql import SqlAuditStore
+from hooks.audit.sql_store import SqlAuditStore
 from tests.audit.conftest import TEST_KEY, call_record
 
 
