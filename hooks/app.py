@@ -3,227 +3,57 @@
 CDS Hooks 2.0: ``GET {base}/cds-services`` (#discovery), ``POST {base}/cds-services/{id}``
 (#calling-a-cds-service), ``POST {base}/cds-services/{id}/feedback`` (#feedback). Every non-2xx answer
 carries an OperationOutcome (3.0 ballot, forward compatible) and never echoes request content.
-Every service call, failed ones included, is audited before the response leaves (security brief §3.4).
+The request pipelines live in ``hooks.pipeline``, the HTTP plumbing in ``hooks.web``, the runtime in
+``hooks.runtime`` and its construction in ``hooks.wiring``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
 import orjson
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hooks import __version__
-from hooks.audit import AuditError, AuditStore, FeedbackRecord, HookCallRecord, PrefetchKeyState
-from hooks.auth import Caller, CallerVerifier
-from hooks.data_access import FhirFetcher, ResolvedData, resolve_prefetch
+from hooks.audit import AuditError, AuditStore, HookCallRecord
+from hooks.auth import CallerVerifier
+from hooks.data_access import FhirFetcher
 from hooks.errors import (
     BadRequest,
     CdsError,
     MethodNotAllowed,
     NotFound,
-    PayloadTooLarge,
-    PreconditionFailed,
     ServiceUnavailable,
-    UnsupportedMediaType,
     operation_outcome,
 )
-from hooks.models import (
-    CdsRequest,
-    CdsResponse,
-    DiscoveryResponse,
-    FeedbackItem,
-    FeedbackRequest,
-    context_model_for,
-)
-from hooks.registry import HookCall, ServiceRegistry
+from hooks.models import CdsRequest, CdsResponse, DiscoveryResponse, FeedbackRequest
+from hooks.pipeline import audited, handle_feedback, handle_service_call, refusal_response
+from hooks.registry import ServiceRegistry
+from hooks.runtime import Clock, Runtime, RuntimeDep
 from hooks.settings import Settings, get_settings
+from hooks.web import (
+    SECURITY_HEADERS,
+    BodyLimitMiddleware,
+    SecurityHeadersMiddleware,
+    describe_validation,
+    endpoint_url,
+    error_response,
+    json_response,
+)
+from hooks.wiring import build_runtime, install_middleware
 
 __all__ = ["Runtime", "create_app"]
 
 log = logging.getLogger("calcinosis_cds")
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
-Clock = Callable[[], datetime]
-
-_JSON_MEDIA = ("application/json", "application/fhir+json")
-_SECURITY_HEADERS = (
-    (b"x-content-type-options", b"nosniff"),
-    (b"cache-control", b"no-store"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
-)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(slots=True)
-class Runtime:
-    """Process-wide collaborators, built once in the lifespan and read through ``RuntimeDep``."""
-
-    settings: Settings
-    registry: ServiceRegistry
-    audit: AuditStore
-    verifier: CallerVerifier
-    fetcher: FhirFetcher | None
-    clock: Clock = _utcnow
-    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-
-
-def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-
-
-# --------------------------------------------------------------------------- body handling
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class BodyLimitMiddleware:
-    """Pure ASGI: refuse bodies over the limit (Content-Length or streamed) before anyone buffers them."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        # Content-Length over the limit is refused by read_json_body (so the refusal is audited); this
-        # wrapper stops a streamed body that lies about, or omits, its length.
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLarge
-            return message
-
-        await self.app(scope, limited_receive, send)
-
-
-class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                present = {name for name, _ in headers}
-                headers.extend(h for h in _SECURITY_HEADERS if h[0] not in present)
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-def error_response(error: CdsError) -> Response:
-    return Response(
-        content=orjson.dumps(error.body()),
-        status_code=error.status_code,
-        media_type="application/fhir+json",
-        headers=error.headers(),
-    )
-
-
-def json_response(payload: Mapping[str, Any] | list[Any], status_code: int = 200) -> Response:
-    return Response(content=orjson.dumps(payload), status_code=status_code, media_type="application/json")
-
-
-def _describe_validation(exc: ValidationError | RequestValidationError) -> str:
-    """Where and why, never the offending input: requests carry tokens and PHI."""
-    problems = []
-    for error in exc.errors()[:10]:
-        location = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
-        message = str(error.get("msg", "invalid"))
-        problems.append(f"{location}: {message}")
-    return "; ".join(problems) or "invalid request body"
-
-
-async def read_json_body(request: Request, model: type[ModelT]) -> tuple[ModelT, bytes]:
-    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if content_type not in _JSON_MEDIA:
-        raise UnsupportedMediaType("the request body must be JSON (Content-Type: application/json)")
-    limit = request.app.state.runtime.settings.max_body_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body over {limit} bytes")
-    try:
-        raw = await request.body()
-    except _BodyTooLarge:
-        raise PayloadTooLarge(f"request body over {limit} bytes") from None
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise BadRequest("the request body is not valid JSON (UTF-8, no NaN/Infinity)") from None
-    if not isinstance(document, dict):
-        raise BadRequest("the request body must be a JSON object")
-    try:
-        return model.model_validate(document), raw
-    except ValidationError as exc:
-        raise BadRequest(_describe_validation(exc)) from None
-
-
-def preferred_locale(accept_language: str | None, default: str) -> str:
-    """First of en/fr the client prefers (RFC 9110 q-values), else the configured default."""
-    if not accept_language:
-        return default
-    best: tuple[float, str] | None = None
-    for index, part in enumerate(accept_language.split(",")[:20]):
-        tag, _, params = part.strip().partition(";")
-        language = tag.strip().lower().split("-", 1)[0]
-        if language not in {"en", "fr"}:
-            continue
-        quality = 1.0
-        if params.strip().startswith("q="):
-            try:
-                quality = float(params.strip()[2:])
-            except ValueError:
-                continue
-        candidate = (quality - index * 1e-6, language)
-        if quality > 0 and (best is None or candidate > best):
-            best = candidate
-    return best[1] if best else default
-
-
-def _endpoint_url(settings: Settings, request: Request) -> str:
-    # aud is checked against the configured public base URL, never against the Host header.
-    return settings.public_base_url + request.url.path
-
-
-# --------------------------------------------------------------------------- app factory
 
 
 def create_app(
@@ -241,8 +71,6 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from hooks.wiring import build_runtime
-
         runtime = await build_runtime(
             settings,
             registry=registry,
@@ -269,8 +97,6 @@ def create_app(
     _install_error_handlers(app)
     _install_routes(app)
     _install_openapi(app)
-    from hooks.wiring import install_middleware
-
     install_middleware(app, settings)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -285,7 +111,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
         # Replaces FastAPI's default 422, which echoes the input (access tokens included).
-        return error_response(BadRequest(_describe_validation(exc)))
+        return error_response(BadRequest(describe_validation(exc)))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -307,7 +133,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.error("unhandled %s on %s", type(exc).__name__, request.url.path, exc_info=exc)
         body = operation_outcome("internal error", code="exception")
         # This handler runs outside SecurityHeadersMiddleware, so it adds the headers itself.
-        headers = {name.decode(): value.decode() for name, value in _SECURITY_HEADERS}
+        headers = {name.decode(): value.decode() for name, value in SECURITY_HEADERS}
         return Response(orjson.dumps(body), status_code=500, media_type="application/fhir+json", headers=headers)
 
 
@@ -371,14 +197,14 @@ def _install_routes(app: FastAPI) -> None:
             started = time.perf_counter()
             try:
                 await runtime.verifier.verify(
-                    request, _endpoint_url(settings, request), required=settings.discovery_auth == "required"
+                    request, endpoint_url(settings, request), required=settings.discovery_auth == "required"
                 )
             except (CdsError, AuditError) as error:
                 # Failed authentication is security-relevant wherever it happens: audit it too.
-                refusal = error if isinstance(error, CdsError) else ServiceUnavailable("audit store unavailable")
+                refused = error if isinstance(error, CdsError) else ServiceUnavailable("audit store unavailable")
                 record = HookCallRecord(record_id=str(uuid.uuid4()), received_at=runtime.clock())
                 record.code_version = __version__
-                return await _audited(runtime, record, _failure(record, refusal, prefix="discovery:"), started)
+                return await audited(runtime, record, refusal_response(record, refused, prefix="discovery:"), started)
         return json_response(DiscoveryResponse(services=runtime.registry.descriptors()).to_json())
 
     @app.post(
@@ -420,186 +246,3 @@ def _install_routes(app: FastAPI) -> None:
         except AuditError:
             return error_response(ServiceUnavailable("audit store unreachable"))
         return json_response({"status": "ready"})
-
-
-# --------------------------------------------------------------------------- service call pipeline
-
-
-async def handle_service_call(service_id: str, request: Request, runtime: RuntimeDep) -> Response:
-    settings = runtime.settings
-    started = time.perf_counter()
-    record = HookCallRecord(record_id=str(uuid.uuid4()), received_at=runtime.clock(), service_id=service_id)
-    record.code_version = __version__
-    response: Response
-    try:
-        caller = await runtime.verifier.verify(
-            request, _endpoint_url(settings, request), required=bool(settings.auth_required)
-        )
-        _record_caller(record, caller)
-        if not runtime.registry.exists(service_id):
-            raise NotFound("no CDS service with this id")
-        cds_request, raw = await read_json_body(request, CdsRequest)
-        record.hook = cds_request.hook
-        record.hook_instance = cds_request.hookInstance
-        record.fhir_server = _without_userinfo(cds_request.fhirServer)
-        service = runtime.registry.resolve(service_id, cds_request.hook)
-        try:
-            context = context_model_for(service.hook).model_validate(cds_request.context)
-        except ValidationError as exc:
-            raise BadRequest(_describe_validation(exc), expression=["context"]) from None
-        record.user_ref = context.userId
-        record.patient_ref = f"Patient/{context.patientId}"
-        record.encounter_ref = f"Encounter/{context.encounterId}" if context.encounterId else None
-        locale = preferred_locale(request.headers.get("accept-language"), settings.locale)
-        record.locale = locale
-        authorization = cds_request.fhirAuthorization
-        context_values = context.model_dump()
-        deadline = time.monotonic() + settings.fhir_deadline_s
-        data = await resolve_prefetch(
-            prefetch=cds_request.prefetch,
-            templates=service.prefetch,
-            context=context_values,
-            fhir_server=cds_request.fhirServer,
-            access_token=authorization.access_token.get_secret_value() if authorization else None,
-            # Security brief §2.2: a token scoped to another patient is never used (resolve_prefetch checks).
-            authorized_patient=authorization.patient if authorization else None,
-            token_expires_in=authorization.expires_in if authorization else None,
-            token_scope=authorization.scope if authorization else None,
-            fetcher=runtime.fetcher,
-            allowed_bases=tuple(settings.fhir_allowed_bases) + caller.fhir_servers,
-            deadline=deadline,
-        )
-        _record_data(record, data, raw)
-        for key in sorted(service.essential_keys):
-            essential = data.keys.get(key)
-            if essential is None or not essential.obtained:
-                failure = essential.failure if essential and essential.failure else "not obtainable"
-                raise PreconditionFailed(
-                    f"CDS Hooks prefetch key '{key}' was absent or its data could not be obtained ({failure})",
-                    expression=[f"prefetch.{key}"],
-                )
-        outcome = service.handler(
-            HookCall(request=cds_request, context=context_values, data=data, locale=locale, now=runtime.clock())
-        )
-        payload = outcome.response.to_json()
-        record.cards = payload["cards"]
-        record.rules_fired = outcome.rules_fired
-        record.facts_used = outcome.facts_used
-        record.ruleset_version = outcome.ruleset_version
-        record.ruleset_hash = outcome.ruleset_hash
-        response = json_response(payload)
-    except CdsError as error:
-        response = _failure(record, error)
-    except AuditError:
-        response = _failure(record, ServiceUnavailable("the audit store is unavailable; retry"))
-    except Exception as exc:  # a bug still leaves an audit record: the class only, no content
-        log.error("unhandled %s in service %s", type(exc).__name__, service_id)
-        record.reason_class = f"internal-error:{type(exc).__name__}"
-        body = operation_outcome("internal error", code="exception")
-        response = Response(orjson.dumps(body), status_code=500, media_type="application/fhir+json")
-    return await _audited(runtime, record, response, started)
-
-
-def _failure(record: HookCallRecord, error: CdsError, prefix: str = "") -> Response:
-    """Record a refusal by reason class (and the allow-listed issuer when known) and build its response."""
-    record.reason_class = prefix + (getattr(error, "failure", None) or error.reason_class)
-    if error.caller_iss and not record.iss:
-        record.iss, record.kid = error.caller_iss, error.caller_kid
-    return error_response(error)
-
-
-async def _audited(runtime: Runtime, record: HookCallRecord, response: Response, started: float) -> Response:
-    """Commit the record, then let the response go; a response that cannot be audited is not sent."""
-    record.http_status = response.status_code
-    record.responded_at = runtime.clock()
-    record.latency_ms = round((time.perf_counter() - started) * 1000, 3)
-    try:
-        await runtime.audit.append_call(record)
-    except AuditError:
-        log.error("audit append failed for a %s response; answering 503", response.status_code)
-        return error_response(ServiceUnavailable("the response could not be audited, so it is not sent"))
-    return response
-
-
-def _without_userinfo(url: str | None) -> str | None:
-    """The FHIR base as recorded: never with a user:password part."""
-    if url is None:
-        return None
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-
-
-def _record_caller(record: HookCallRecord, caller: Caller) -> None:
-    record.iss, record.tenant, record.jti = caller.iss, caller.tenant, caller.jti
-    record.kid, record.alg = caller.kid, caller.alg
-
-
-def _record_data(record: HookCallRecord, data: ResolvedData, raw: bytes) -> None:
-    record.prefetch = [
-        PrefetchKeyState(
-            key=key.key,
-            received=key.received,
-            resources=len(key.resources or ()),
-            fetched=key.fetched,
-            obtained=key.obtained,
-        )
-        for key in data.keys.values()
-    ]
-    record.queries = list(data.queries)
-    record.token_use = data.token_use
-    hasher = hashlib.sha256(raw)
-    for key in sorted(data.keys):
-        if data.keys[key].fetched:
-            hasher.update(orjson.dumps(data.keys[key].resources, option=orjson.OPT_SORT_KEYS))
-    record.input_digest = hasher.hexdigest()
-
-
-def _feedback_record(item: FeedbackItem, service_id: str, received: datetime, caller: Caller) -> FeedbackRecord:
-    reason = item.overrideReason.reason if item.overrideReason else None
-    return FeedbackRecord(
-        record_id=str(uuid.uuid4()),
-        received_at=received,
-        service_id=service_id,
-        card_uuid=item.card,
-        outcome=item.outcome,
-        outcome_timestamp=item.outcomeTimestamp,
-        accepted_suggestions=[s.id for s in item.acceptedSuggestions or ()],
-        override_reason_system=reason.system if reason else None,
-        override_reason_code=reason.code if reason else None,
-        override_reason_display=reason.display if reason else None,
-        override_comment=item.overrideReason.userComment if item.overrideReason else None,
-        iss=caller.iss,
-        tenant=caller.tenant,
-        jti=caller.jti,
-    )
-
-
-async def handle_feedback(service_id: str, request: Request, runtime: RuntimeDep) -> Response:
-    """Accepted feedback becomes feedback records; a refused feedback call is audited like a refused hook call."""
-    started = time.perf_counter()
-    try:
-        return await _record_feedback(service_id, request, runtime)
-    except (CdsError, AuditError) as error:
-        cds_error = error if isinstance(error, CdsError) else ServiceUnavailable("the audit store is unavailable")
-        record = HookCallRecord(record_id=str(uuid.uuid4()), received_at=runtime.clock(), service_id=service_id)
-        record.code_version = __version__
-        return await _audited(runtime, record, _failure(record, cds_error, prefix="feedback:"), started)
-
-
-async def _record_feedback(service_id: str, request: Request, runtime: Runtime) -> Response:
-    settings = runtime.settings
-    caller = await runtime.verifier.verify(
-        request, _endpoint_url(settings, request), required=bool(settings.auth_required)
-    )
-    if not runtime.registry.exists(service_id):
-        raise NotFound("no CDS service with this id")
-    body, _ = await read_json_body(request, FeedbackRequest)
-    received = runtime.clock()
-    records = [_feedback_record(item, service_id, received, caller) for item in body.feedback]
-    try:
-        result = await runtime.audit.append_feedback(records)
-    except AuditError:
-        raise ServiceUnavailable("the feedback could not be recorded; send it again") from None
-    return json_response({"stored": result.stored, "duplicates": result.duplicates})

@@ -12,12 +12,12 @@ from datetime import datetime
 
 from fastapi import FastAPI
 
-from hooks.app import Runtime
 from hooks.audit import AuditStore
 from hooks.audit.factory import build_audit_store
 from hooks.auth import CallerVerifier, NoAuth
 from hooks.data_access import FhirFetcher
 from hooks.registry import ServiceRegistry
+from hooks.runtime import Runtime
 from hooks.settings import Settings
 
 __all__ = ["build_registry", "build_runtime", "install_middleware"]

@@ -1,0 +1,49 @@
+"""The process-wide runtime: the collaborators every request reads, behind one typed dependency.
+
+Built once in the app's lifespan (``hooks.wiring.build_runtime``) and read in handlers through ``RuntimeDep``.
+Kept apart from ``hooks.app`` so that the wiring can build it without importing the app (no import cycle).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from hooks.audit import AuditStore
+from hooks.auth import CallerVerifier
+from hooks.data_access import FhirFetcher
+from hooks.registry import ServiceRegistry
+from hooks.settings import Settings
+
+__all__ = ["Clock", "Runtime", "RuntimeDep", "get_runtime", "utc_now"]
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class Runtime:
+    """Process-wide collaborators, built once in the lifespan and read through ``RuntimeDep``."""
+
+    settings: Settings
+    registry: ServiceRegistry
+    audit: AuditStore
+    verifier: CallerVerifier
+    fetcher: FhirFetcher | None
+    clock: Clock = utc_now
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
