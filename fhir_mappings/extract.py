@@ -10,14 +10,15 @@ Decisions on undocumented corners are recorded in ``docs/decisions.md`` (section
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from fhir_mappings._common import aware, codings, parse_date
+from fhir_mappings._common import aware, codings, parse_date, parse_datetime
 from fhir_mappings.conditions import (
     FindingsCollector,
     add_calciphylaxis_proxies,
@@ -34,6 +35,7 @@ from fhir_mappings.facts import (
     LabValue,
     MedicationFact,
     PatientFacts,
+    Provenance,
 )
 from fhir_mappings.labs import LabContext, build_series, lab_value
 from fhir_mappings.medications import read_medication_request
@@ -45,11 +47,14 @@ from fhir_mappings.models import (
     OBSERVATION,
     OBSERVATIONS,
     PATIENT,
+    CodeableConcept,
+    Coding,
     Observation,
+    ObservationComponent,
     Patient,
     validate_many,
 )
-from fhir_mappings.terminology import concept_groups, concept_ids, lookup
+from fhir_mappings.terminology import ConceptMatch, concept_groups, concept_ids, fold_text, lookup
 
 __all__ = ["MappingOptions", "build_facts"]
 
@@ -128,6 +133,41 @@ class _Labs:
         self.values.setdefault(value.analyte, []).append(value)
 
 
+def _lab_match(concept: CodeableConcept | None) -> tuple[Coding, ConceptMatch] | None:
+    for coding in codings(concept):
+        match = lookup(coding.get("system"), coding.get("code"))
+        if match is not None and match.kind == "lab":
+            return coding, match
+    return None
+
+
+# Words of the analytes the engine reads: an Observation named with one of them but coded with a code the
+# tables do not hold is reported, so the card says "not a verified code" rather than "missing" (issue 11).
+_ANALYTE_WORDS: Final = re.compile(
+    r"\b(?:calcium|phosphat\w*|phosphore|creatinin\w*|albumin\w*|parathyr\w*|pth|vitamin\w* d|"
+    r"25.?oh|glomerular|dfg|egfr|magnesium|bicarbonate|alkaline phosphatase|phosphatases? alcalines?)\b"
+)
+
+
+# Urine tests and ratios are other quantities than the serum values the rules read.
+_NOT_SERUM: Final = re.compile(r"\b(?:urine|urinaire|urinary|ratio|rapport)\b")
+
+
+def _unverified_lab(obs: Observation) -> DataIssue | None:
+    concept = obs.get("code")
+    names = [t for t in (concept.get("text") if concept else None, *(c.get("display") for c in codings(concept))) if t]
+    named = next((n for n in names if _ANALYTE_WORDS.search(folded := fold_text(n)) and not _NOT_SERUM.search(folded)),
+                 None)
+    if named is None:
+        return None
+    sent = ", ".join(f"{c.get('code')}" for c in codings(concept) if c.get("code")) or "no code"
+    return DataIssue(
+        "unverified-lab-code",
+        f"{named} ({sent}) is not a laboratory code this service has verified; not used",
+        Provenance("Observation", obs.get("id"), display=named),
+    )
+
+
 def _read_observations(
     observations: Sequence[Observation],
     context: LabContext,
@@ -136,22 +176,47 @@ def _read_observations(
     issues: list[DataIssue],
 ) -> _Labs:
     labs = _Labs()
+    seen: dict[str, list[Observation]] = {}
+    sent_ids = {obs["id"] for obs in observations if obs.get("id")}
     for obs in observations:
-        matched = None
-        for coding in codings(obs.get("code")):
-            match = lookup(coding.get("system"), coding.get("code"))
-            if match is not None and match.kind == "lab":
-                matched = (coding, match)
-                break
-        if matched is None:
+        resource_id = obs.get("id")
+        if resource_id is not None:
+            # A member of a panel can arrive twice (matched by the search and included by the panel): the
+            # same resource is read once.
+            same_id = seen.setdefault(resource_id, [])
+            if any(other == obs for other in same_id):
+                continue
+            same_id.append(obs)
+        readings: list[tuple[tuple[Coding, ConceptMatch], ObservationComponent | None]] = []
+        if (own := _lab_match(obs.get("code"))) is not None:
+            readings.append((own, None))
+        for component in obs.get("component", []):
+            if (matched := _lab_match(component.get("code"))) is not None:
+                readings.append((matched, component))
+        members = [m.get("reference") or "" for m in obs.get("hasMember", [])]
+        missing = [m for m in members if m.rsplit("/", 1)[-1] not in sent_ids]
+        if missing:
+            issues.append(DataIssue(
+                "panel-members-not-sent",
+                f"{len(missing)} member result(s) of panel Observation/{resource_id} were not sent; not read",
+                Provenance("Observation", resource_id),
+            ))
+        if not readings:
+            if members:
+                continue
+            unverified = _unverified_lab(obs)
+            if unverified is not None:
+                issues.append(unverified)
+                continue
             # Not a laboratory analyte of the brief: it may still carry a skin finding (code, value or text).
             read_finding_observation(obs, collector, locales)
             continue
-        result = lab_value(obs, matched[0], matched[1], context)
-        if isinstance(result, LabValue):
-            labs.add(result)
-        elif result is not None:
-            issues.append(result)
+        for (coding, match), part in readings:
+            result = lab_value(obs, coding, match, context, part)
+            if isinstance(result, LabValue):
+                labs.add(result)
+            elif result is not None:
+                issues.append(result)
     return labs
 
 
@@ -263,8 +328,15 @@ def build_facts(
     medications: Iterable[Mapping[str, Any]] | None,
     now: datetime,
     options: MappingOptions = MappingOptions(),
+    medication_definitions: Mapping[str, Mapping[str, Any]] | None = None,
+    unavailable: Iterable[str] = (),
 ) -> PatientFacts:
-    """Read the prefetch resources (already unwrapped from their Bundles) into PatientFacts."""
+    """Read the prefetch resources (already unwrapped from their Bundles) into PatientFacts.
+
+    ``medication_definitions``: Medication resources sent beside the requests, by reference
+    ("Medication/<id>" or a fullUrl). ``unavailable``: data kinds ("medications", ...) whose source failed, so
+    that rules needing them say "unknown" instead of reading "none".
+    """
     now = aware(now)
     issues: list[DataIssue] = []
     locales = options.locale_text_matching
@@ -274,6 +346,8 @@ def build_facts(
         issues.append(DataIssue("partial-birth-date", "birthDate gives only a year or month; age is approximate"))
     sex: Sex = _SEXES.get((patient_model.get("gender") or "unknown") if patient_model else "unknown", "unknown")
     age = _age_years(birth, now)
+    if birth is None:
+        issues.append(DataIssue("no-birth-date", "Patient.birthDate is missing: age-dependent rules not applied"))
 
     collector = FindingsCollector()
     observation_models = _validated("Observation", OBSERVATIONS, OBSERVATION, observations, issues)
@@ -282,12 +356,12 @@ def build_facts(
 
     condition_facts: list[ConditionFact] = []
     for condition in _validated("Condition", CONDITIONS, CONDITION, conditions, issues):
-        condition_facts.extend(read_condition(condition, collector, locales))
+        condition_facts.extend(read_condition(condition, collector, locales, now))
     add_calciphylaxis_proxies(condition_facts, collector)
 
     medication_facts: list[MedicationFact] = []
     for request in _validated("MedicationRequest", MEDICATION_REQUESTS, MEDICATION_REQUEST, medications, issues):
-        facts, medication_issues = read_medication_request(request, locales)
+        facts, medication_issues = read_medication_request(request, locales, medication_definitions)
         medication_facts.extend(facts)
         issues.extend(medication_issues)
 
@@ -308,4 +382,15 @@ def build_facts(
         issues=tuple(issues),
         # The brief verifies no pregnancy code, so pregnancy is never read (see docs/decisions.md).
         pregnant=False,
+        deceased=_deceased(patient_model, now),
+        unavailable=frozenset(unavailable),
     )
+
+
+def _deceased(patient: Patient | None, now: datetime) -> bool:
+    if patient is None:
+        return False
+    if patient.get("deceasedBoolean") is True:
+        return True
+    died = parse_datetime(patient.get("deceasedDateTime"))
+    return died is not None and died <= now + timedelta(days=1)

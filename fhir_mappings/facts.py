@@ -26,11 +26,16 @@ __all__ = [
     "PatientFacts",
     "Provenance",
     "ReferenceRange",
+    "SetAsideFinding",
     "SkinFindings",
 ]
 
 Sex = Literal["female", "male", "other", "unknown"]
 Qualitative = Literal["positive", "negative", "equivocal"]
+# "suspected": a provisional or differential diagnosis, or a text that only raises it. It may add points to a
+# subtype but is never the basis of a critical card (issue 11).
+Certainty = Literal["asserted", "suspected"]
+_SUSPECTED_VERIFICATION = frozenset({"provisional", "differential"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +159,15 @@ class ConditionFact:
             return False
         return self.clinical_status in {None, "active", "recurrence", "relapse"}
 
+    @property
+    def certainty(self) -> Certainty:
+        return "suspected" if self.verification_status in _SUSPECTED_VERIFICATION else "asserted"
+
+
+_CURRENT_STATUS = frozenset({"active", "on-hold"})
+# Never given as ordered: a draft is not signed yet, a cancelled order never started (issue 11).
+_NEVER_GIVEN = frozenset({"entered-in-error", "cancelled", "draft"})
+
 
 @dataclass(frozen=True, slots=True)
 class MedicationFact:
@@ -173,15 +187,23 @@ class MedicationFact:
 
     @property
     def is_current(self) -> bool:
-        return self.status in {"active", "on-hold", "draft"}
+        """Only an active or on-hold order is current (FHIR R4 MedicationRequest.status)."""
+        return self.status in _CURRENT_STATUS
+
+    @property
+    def ended(self) -> datetime | None:
+        """When a stopped or completed order ended, as far as the request says (period end, else authored)."""
+        if self.is_current or self.status in _NEVER_GIVEN:
+            return None
+        return self.period_end or self.authored
 
     def is_within(self, now: datetime, days: int) -> bool:
-        """Current, or stopped/completed no more than ``days`` before ``now``."""
-        if self.status in {"entered-in-error", "cancelled"}:
+        """Current, or stopped/completed no more than ``days`` before ``now``; drafts and errors never."""
+        if self.status in _NEVER_GIVEN:
             return False
         if self.is_current:
             return True
-        last = self.period_end or self.authored
+        last = self.ended
         return last is not None and (now - last).days <= days
 
 
@@ -194,6 +216,18 @@ class Finding:
     matched_text: str | None = None
     effective: datetime | None = None
     body_sites: tuple[str, ...] = ()
+    certainty: Certainty = "asserted"
+
+
+@dataclass(frozen=True, slots=True)
+class SetAsideFinding:
+    """A candidate skin finding that is not used, and why ("negated", "not-skin", "other-cause"...)."""
+
+    kind: str
+    provenance: Provenance
+    text: str | None
+    reason: str
+    cue: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +243,7 @@ class SkinFindings:
     infection: tuple[Finding, ...] = ()
     joint_destruction: tuple[Finding, ...] = ()
     local_injury: tuple[Finding, ...] = ()
+    set_aside: tuple[SetAsideFinding, ...] = ()
 
     @property
     def lesion_sites(self) -> frozenset[str]:
@@ -253,6 +288,10 @@ class PatientFacts:
     ckd: CkdStage | None = None
     issues: tuple[DataIssue, ...] = ()
     pregnant: bool = False
+    # Patient.deceased[x]: the service stays silent for a deceased patient (issue 11).
+    deceased: bool = False
+    # Data kinds whose source failed (an error OperationOutcome, an unreadable key): "unknown", never "none".
+    unavailable: frozenset[str] = frozenset()
 
     @property
     def age_years(self) -> float | None:

@@ -43,6 +43,7 @@ __all__ = [
     "Medication",
     "MedicationRequest",
     "Observation",
+    "ObservationComponent",
     "OperationOutcome",
     "Patient",
     "Period",
@@ -74,7 +75,9 @@ class CodeableConcept(TypedDict, total=False):
 
 @with_config(_IGNORE_EXTRA)
 class Quantity(TypedDict, total=False):
-    value: float | None
+    # Kept as sent: FHIR requires a JSON number, and a string, boolean, NaN or Infinity is reported as an
+    # unusable value by the reader (``fhir_mappings.values.finite_number``), never coerced.
+    value: Any
     comparator: str | None
     unit: str | None
     system: str | None
@@ -117,6 +120,21 @@ class Patient(TypedDict, total=False):
     id: str
     birthDate: str
     gender: str
+    deceasedBoolean: bool
+    deceasedDateTime: str
+
+
+@with_config(_IGNORE_EXTRA)
+class ObservationComponent(TypedDict, total=False):
+    code: CodeableConcept
+    valueQuantity: Quantity
+    valueString: str
+    valueCodeableConcept: CodeableConcept
+    valueInteger: Any
+    valueRatio: Ratio
+    dataAbsentReason: CodeableConcept
+    interpretation: list[CodeableConcept]
+    referenceRange: list[ReferenceRangeElement]
 
 
 @with_config(_IGNORE_EXTRA)
@@ -128,16 +146,21 @@ class Observation(TypedDict, total=False):
     effectiveDateTime: str
     effectiveInstant: str
     effectivePeriod: Period
+    # The report time: the date of a result only when effective[x] is absent (issue 11).
+    issued: str
     valueQuantity: Quantity
     valueString: str
     valueCodeableConcept: CodeableConcept
-    valueInteger: int
+    valueInteger: Any
     valueRatio: Ratio
     dataAbsentReason: CodeableConcept
     interpretation: list[CodeableConcept]
     referenceRange: list[ReferenceRangeElement]
     note: list[Annotation]
     bodySite: CodeableConcept
+    # Panels: values in components (calcium and phosphate in one Observation), or member Observations.
+    component: list[ObservationComponent]
+    hasMember: list[Reference]
 
 
 @with_config(_IGNORE_EXTRA)
@@ -151,6 +174,12 @@ class Condition(TypedDict, total=False):
     onsetDateTime: str
     onsetPeriod: Period
     recordedDate: str
+    # Any abatement[x] without a clinicalStatus means the condition has ended (FHIR R4 invariant con-4).
+    abatementDateTime: str
+    abatementPeriod: Period
+    abatementString: str
+    abatementAge: dict[str, Any]
+    abatementRange: dict[str, Any]
     note: list[Annotation]
 
 
@@ -344,8 +373,16 @@ def classify_prefetch_value(value: object) -> PrefetchValue:
                 outcomes.append(outcome)
         else:
             resources.append(resource)
-    kind: Literal["present", "operation-outcome"] = "operation-outcome" if outcomes and not resources else "present"
+    # A searchset that holds only warnings (Epic's "no results" Bundle: one 4101 warning) is an empty result,
+    # not a failed query; an error or fatal issue (or an issue without severity) is a failure (issue 11).
+    failed = outcomes and not resources and not all(_only_warnings(outcome) for outcome in outcomes)
+    kind: Literal["present", "operation-outcome"] = "operation-outcome" if failed else "present"
     return PrefetchValue(kind, tuple(resources), tuple(outcomes), bundle_next_link(value), tuple(issues))
+
+
+def _only_warnings(outcome: OperationOutcome) -> bool:
+    issues = outcome.get("issue") or []
+    return bool(issues) and all(issue.get("severity") in {"warning", "information"} for issue in issues)
 
 
 T = TypeVar("T")

@@ -77,6 +77,17 @@ _SYSTEM_ALIASES: dict[str, str] = {
     "https://smt.esante.gouv.fr/terminologie-bdpm": _CIP,
     "https://smt.esante.gouv.fr/terminologie-cip_ucd": _UCD,
     "http://data.esante.gouv.fr/ansm/medicament/ucd": _UCD,
+    # Vendors send the https form of the LOINC URI, and OID URNs (issue 11). OIDs: HL7 Terminology (THO),
+    # "External Code Systems" table (LOINC 6.1, SNOMED CT 6.96, RxNorm 6.88, ICD-10-CM 6.90, ATC 6.73);
+    # ICD-10 (WHO) 6.3 is also in the clinical brief §9.5.
+    "https://loinc.org": LOINC,
+    "urn:oid:2.16.840.1.113883.6.1": LOINC,
+    "urn:oid:2.16.840.1.113883.6.96": SNOMED,
+    "https://snomed.info/sct": SNOMED,
+    "urn:oid:2.16.840.1.113883.6.90": ICD10_CM,
+    "urn:oid:2.16.840.1.113883.6.3": ICD10,
+    "urn:oid:2.16.840.1.113883.6.88": RXNORM,
+    "urn:oid:2.16.840.1.113883.6.73": ATC,
 }
 _ICD_SYSTEMS = frozenset({ICD10, ICD10_CM})
 

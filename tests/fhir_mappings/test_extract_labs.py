@@ -249,10 +249,11 @@ def test_synthea_calcium_in_blood_is_not_read() -> None:
 def test_malformed_observation_is_skipped_and_reported() -> None:
     bad = observation("17861-6", rid="bad", valueQuantity={"value": "not a number", "unit": "mg/dL"})
     good = observation("2777-1", rid="good", value=3.3, unit="mg/dL")
-    result = facts(observations=[bad, good])
+    broken = observation("2777-1", rid="broken", status=["final"])
+    result = facts(observations=[bad, good, broken])
     assert result.latest("phosphate") is not None
     assert "calcium_total" not in result.labs
-    assert issue_kinds(result) == ["malformed-resource"]
+    assert sorted(issue_kinds(result)) == ["malformed-resource", "unusable-value"]
 
 
 def test_wrong_resource_type_in_the_observation_list_is_reported() -> None:
