@@ -24,6 +24,7 @@ from fhir_mappings._common import (
     period_start,
     provenance_for,
 )
+from fhir_mappings.context import context_conditions_from_text
 from fhir_mappings.derived import G_ORDER, GCategory, kdigo_g_category
 from fhir_mappings.facts import (
     Certainty,
@@ -221,13 +222,18 @@ def read_condition(
             text=code_text,
         )
         groups[match.concept_id] = match.groups
+    texts = [code_text or "", notes_text(condition.get("note", []))]
+    # Conditions the text names that the codes do not ("valve mécanique", "greffe rénale", FR Core R69).
+    named = context_conditions_from_text(
+        texts, resource_type="Condition", resource_id=resource_id, coded=facts, clinical_status=clinical,
+        verification_status=verification, onset=onset, recorded=recorded,
+    )
     if not _is_active(clinical, verification):
-        return list(facts.values())
+        return [*facts.values(), *named]
     when = onset or recorded
     certainty: Certainty = "suspected" if verification in {"provisional", "differential"} else "asserted"
     # A skin-specific code (L94.2, a skin ulcer) or a skin body site makes the whole Condition about the skin.
     coded_skin = any(c in FINDING_OF_CONCEPT and _NEEDS_SKIN_SITE not in groups[c] for c in facts)
-    texts = [code_text or "", notes_text(condition.get("note", []))]
     skin_scope = coded_skin or bool(sites) or any(text_names_skin(t) for t in texts)
     for fact in facts.values():
         _coded_finding(fact, groups[fact.concept], skin_scope, collector, when, sites)
@@ -237,7 +243,7 @@ def read_condition(
     for text in texts:
         found = read_skin_text(text, skin_context=coded_skin or bool(sites))
         collector.add_text(found, provenance, when, sites, certainty)
-    return list(facts.values())
+    return [*facts.values(), *named]
 
 
 def add_calciphylaxis_proxies(conditions: Iterable[ConditionFact], collector: FindingsCollector) -> None:
@@ -286,41 +292,77 @@ def _ref(provenance: Provenance) -> str:
     return provenance.reference or f"{provenance.resource_type} (no id)"
 
 
-def _condition_stage(conditions: Iterable[ConditionFact]) -> tuple[GCategory | None, list[str], bool, bool]:
-    stage: GCategory | None = None
-    evidence: list[str] = []
-    dialysis = transplant = False
+def _condition_stage(conditions: Iterable[ConditionFact]) -> list[tuple[ConditionFact, GCategory | None, bool]]:
+    """Every active renal condition with the stage it codes and whether it codes dialysis."""
+    staged: list[tuple[ConditionFact, GCategory | None, bool]] = []
     for fact in conditions:
         if not fact.is_active:
             continue
         on_dialysis = fact.concept == "dialysis" or (
             (match := lookup(fact.provenance.system, fact.provenance.code)) is not None and "dialysis" in match.groups
         )
-        dialysis = dialysis or on_dialysis
-        transplant = transplant or fact.concept == "kidney_transplant"
-        fact_stage = "G5" if on_dialysis else _STAGE_OF_CONCEPT.get(fact.concept)
+        fact_stage: GCategory | None = "G5" if on_dialysis else _STAGE_OF_CONCEPT.get(fact.concept)
         if fact_stage is not None or fact.concept in {"ckd", "kidney_transplant"}:
-            evidence.append(f"{_ref(fact.provenance)} {fact.provenance.code} ({fact.concept})")
-        if fact_stage is not None and (stage is None or G_ORDER.index(fact_stage) > G_ORDER.index(stage)):
-            stage = fact_stage
-    return stage, evidence, dialysis, transplant
+            staged.append((fact, fact_stage, on_dialysis))
+    return staged
+
+
+def _worst(stages: Iterable[GCategory | None]) -> GCategory | None:
+    known = [s for s in stages if s is not None]
+    return max(known, key=G_ORDER.index) if known else None
+
+
+# A current eGFR at or above this contradicts a coded end-stage or dialysis status (a post-dialysis creatinine
+# can give an eGFR of 15-29 in a patient who is still on dialysis, so the margin is wide).
+_EGFR_CONTRADICTS_DIALYSIS: Final = 30.0
+
+
+def _when_coded(fact: ConditionFact) -> str:
+    moment = fact.recorded or fact.onset
+    return f" {moment.date().isoformat()}" if moment else ""
 
 
 def ckd_stage(
     conditions: Iterable[ConditionFact], reported: LabValue | None, computed: DerivedValue | None
-) -> CkdStage | None:
-    """KDIGO G category from the current eGFR (reported preferred) or coded CKD, whichever is more severe."""
-    coded, evidence, dialysis, transplant = _condition_stage(conditions)
-    egfr_stage: GCategory | None = None
-    egfr_source = ""
+) -> tuple[CkdStage | None, dict[int, str]]:
+    """KDIGO G category, and the coded stages a current eGFR supersedes (by ``id()`` of the fact, with why).
+
+    A current laboratory value beats an old coded stage (issue 10): the stage comes from the current eGFR
+    (reported preferred, else computed); a coded stage more severe than it, or a coded ESRD/dialysis status
+    with an eGFR of 30 or more, is superseded and shown as a discrepancy. Without a current eGFR the most
+    severe active coded stage is used. A kidney transplant is never superseded.
+    """
+    staged = _condition_stage(conditions)
+    evidence = [f"{_ref(f.provenance)} {f.provenance.code} ({f.concept})" for f, _, _ in staged]
+    value: float | None = None
     if reported is not None and reported.value is not None and reported.comparator is None:
-        egfr_stage, egfr_source = kdigo_g_category(reported.value), "egfr"
+        value, source, when = reported.value, "egfr", reported.effective
         evidence.insert(0, f"{_ref(reported.provenance)} eGFR {reported.value:g} {reported.unit}")
     elif computed is not None:
-        egfr_stage, egfr_source = kdigo_g_category(computed.value), "computed-egfr"
+        value, source, when = computed.value, "computed-egfr", computed.effective
         evidence.insert(0, f"eGFR {computed.value:.0f} {computed.unit} ({computed.method})")
-    if egfr_stage is None and coded is None and not dialysis and not transplant and not evidence:
-        return None
-    if egfr_stage is not None and (coded is None or G_ORDER.index(egfr_stage) >= G_ORDER.index(coded)):
-        return CkdStage(egfr_stage, dialysis, transplant, egfr_source, tuple(evidence))
-    return CkdStage(coded, dialysis, transplant, "condition" if coded else "none", tuple(evidence))
+    transplant = any(f.concept == "kidney_transplant" for f, _, _ in staged)
+    superseded: dict[int, str] = {}
+    if value is None:
+        if not staged:
+            return None, superseded
+        coded = _worst(stage for _, stage, _ in staged)
+        dialysis = any(d for _, _, d in staged)
+        return CkdStage(coded, dialysis, transplant, "condition" if coded else "none", tuple(evidence)), superseded
+    stage = kdigo_g_category(value)
+    on = f" on {when.date().isoformat()}" if when else ""
+    for fact, fact_stage, on_dialysis in staged:
+        if fact.concept == "kidney_transplant" or fact_stage is None:
+            continue
+        contradicted = (on_dialysis or fact.concept == "esrd") and value >= _EGFR_CONTRADICTS_DIALYSIS
+        if contradicted or (not on_dialysis and fact.concept != "esrd"
+                            and G_ORDER.index(fact_stage) > G_ORDER.index(stage)):
+            label = fact.provenance.display or fact.concept
+            superseded[id(fact)] = f"{label} coded{_when_coded(fact)}; eGFR {value:.0f}{on}"
+    kept = [(f, st, d) for f, st, d in staged if id(f) not in superseded]
+    dialysis = any(d for _, _, d in kept)
+    coded = _worst(st for _, st, _ in kept)
+    # Dialysis (or a coded end stage that still stands) is G5 whatever the eGFR; otherwise the eGFR decides.
+    final: GCategory = "G5" if dialysis or coded == "G5" else stage
+    notes = tuple(evidence) + tuple(f"discrepancy: {why}" for why in superseded.values())
+    return CkdStage(final, dialysis, transplant, source, notes), superseded

@@ -28,6 +28,7 @@ __all__ = [
     "ReferenceRange",
     "SetAsideFinding",
     "SkinFindings",
+    "StatusFact",
 ]
 
 Sex = Literal["female", "male", "other", "unknown"]
@@ -151,6 +152,11 @@ class ConditionFact:
     # Body-site concept ids from the terminology tables (for example "skin_buttock").
     body_sites: tuple[str, ...] = ()
     text: str | None = None
+    # Read from free text ("valve mécanique" in a note), not from a code.
+    from_text: bool = False
+    # Set when a current laboratory value contradicts this coded stage ("ESRD coded 2019; eGFR 95 on ...");
+    # a superseded condition is shown as history and never fires a rule (issue 10).
+    superseded_by: str | None = None
 
     @property
     def is_active(self) -> bool:
@@ -256,13 +262,18 @@ class SkinFindings:
 
 @dataclass(frozen=True, slots=True)
 class CkdStage:
-    """KDIGO G category, from a current eGFR or from coded conditions, whichever is more severe."""
+    """KDIGO G category: from a current eGFR when there is one (it supersedes older coded stages), else coded."""
 
     stage: Literal["G1", "G2", "G3a", "G3b", "G4", "G5"] | None
     dialysis: bool
     transplant: bool
     source: str
+    # Each input, and "discrepancy: ESRD coded 2019-03-01; eGFR 95 on 2026-11-10" for a superseded code.
     evidence: tuple[str, ...] = ()
+
+    @property
+    def discrepancies(self) -> tuple[str, ...]:
+        return tuple(e.removeprefix("discrepancy: ") for e in self.evidence if e.startswith("discrepancy: "))
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +283,23 @@ class DataIssue:
     kind: str
     detail: str
     provenance: Provenance | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusFact:
+    """A yes/no fact about the patient (pregnant, breastfeeding, mechanical valve), with what decided it.
+
+    "unknown" means nothing was recorded: rules that need the fact say so and never assume "no".
+    """
+
+    status: Literal["yes", "no", "unknown", "not-applicable"]
+    evidence: tuple[Provenance, ...] = ()
+    when: datetime | None = None
+    # Why, in words a card can use ("pregnancy yes", "no pregnancy data").
+    basis: str = ""
+
+
+_UNKNOWN = StatusFact("unknown", basis="not assessed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +315,10 @@ class PatientFacts:
     derived: Mapping[str, DerivedValue] = field(default_factory=dict)
     ckd: CkdStage | None = None
     issues: tuple[DataIssue, ...] = ()
-    pregnant: bool = False
+    # Safety addendum G-PREG, G-BF, G-MHV (read by ``fhir_mappings.context``).
+    pregnancy: StatusFact = _UNKNOWN
+    breastfeeding: StatusFact = _UNKNOWN
+    mechanical_valve: StatusFact = StatusFact("no", basis="no prosthetic valve recorded")
     # Patient.deceased[x]: the service stays silent for a deceased patient (issue 11).
     deceased: bool = False
     # Data kinds whose source failed (an error OperationOutcome, an unreadable key): "unknown", never "none".
@@ -311,7 +342,7 @@ class PatientFacts:
 
     def active_conditions(self, *concepts: str) -> tuple[ConditionFact, ...]:
         wanted = set(concepts)
-        return tuple(c for c in self.conditions if c.concept in wanted and c.is_active)
+        return tuple(c for c in self.conditions if c.concept in wanted and c.is_active and c.superseded_by is None)
 
     def medications_within(self, days: int, *concepts: str) -> tuple[MedicationFact, ...]:
         """Medications whose concept or drug class is in ``concepts``, current or stopped within ``days``."""

@@ -46,7 +46,9 @@ __all__ = [
     "observation_loinc_codes",
 ]
 
-Kind = Literal["lab", "condition", "medication", "bodysite"]
+# "observation": a non-laboratory Observation the context reader uses (pregnancy status, gestational age);
+# "answer": a coded Observation value (LOINC answer codes such as LA15173-0 "Pregnant").
+Kind = Literal["lab", "condition", "medication", "bodysite", "observation", "answer"]
 Locale = Literal["en", "fr"]
 
 LOINC = "http://loinc.org"
@@ -137,6 +139,8 @@ class _Tables:
     medication_names: tuple[tuple[str, str, str], ...]
     bodysite_names: tuple[tuple[str, str, str], ...]
     atc_classes: tuple[tuple[str, str], ...]
+    # (system URI, code prefix, concept id): code families the knowledge gives as a prefix ("O09.-").
+    code_prefixes: tuple[tuple[str, str, str], ...]
 
 
 def _read_csv(name: str) -> Iterator[dict[str, str]]:
@@ -148,7 +152,14 @@ def _groups(value: str) -> tuple[str, ...]:
     return tuple(g for g in value.split(";") if g)
 
 
-_KINDS: dict[str, Kind] = {"lab": "lab", "condition": "condition", "medication": "medication", "bodysite": "bodysite"}
+_KINDS: dict[str, Kind] = {
+    "lab": "lab",
+    "condition": "condition",
+    "medication": "medication",
+    "bodysite": "bodysite",
+    "observation": "observation",
+    "answer": "answer",
+}
 
 
 @lru_cache(maxsize=1)
@@ -183,7 +194,8 @@ def _tables() -> _Tables:
         (fold_text(r["name"]), r["concept_id"], r["locale"]) for r in _read_csv("bodysite_names.csv")
     )
     atc_classes = tuple((r["prefix"], r["concept_id"]) for r in _read_csv("atc_classes.csv"))
-    return _Tables(rows, by_key, labels, medication_names, bodysite_names, atc_classes)
+    prefixes = tuple((r["system"], r["prefix"], r["concept_id"]) for r in _read_csv("code_prefixes.csv"))
+    return _Tables(rows, by_key, labels, medication_names, bodysite_names, atc_classes, prefixes)
 
 
 @lru_cache(maxsize=512)
@@ -222,8 +234,11 @@ def lookup(system: str | None, code: str | None) -> ConceptMatch | None:
         return None
     uri = canonical_system(system)
     normalised = normalise_code(uri, code)
-    by_key = _tables().by_key
+    tables = _tables()
+    by_key = tables.by_key
     found = by_key.get((uri or "", normalised))
+    if found is None:
+        found = _by_prefix(tables, uri, normalised)
     if found is not None or uri != ICD10:
         return found
     # National extensions (ATIH) add characters after the WHO code: "E83.58" -> "E83.5" -> "E83".
@@ -233,6 +248,14 @@ def lookup(system: str | None, code: str | None) -> ConceptMatch | None:
         found = by_key.get((ICD10, parent))
         if found is not None:
             return found
+    return None
+
+
+def _by_prefix(tables: _Tables, uri: str | None, code: str) -> ConceptMatch | None:
+    for system, prefix, concept_id in tables.code_prefixes:
+        if system == uri and code.startswith(prefix):
+            label = tables.labels[concept_id]
+            return ConceptMatch(concept_id, label.kind, label.groups, "VERIFIED", label.en, system, code)
     return None
 
 

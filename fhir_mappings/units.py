@@ -38,6 +38,7 @@ EGFR_UNIT: Final = "mL/min/{1.73_m2}"
 # mg/dL = mmol/L × 4.008; the brief gives both and the forward factor is used as written).
 # Calcium is divalent: 1 mmol/L = 2 mEq/L (the same valence rule as the brief's magnesium row, §4a).
 _CALCIUM = {MG_DL: 1.0, MMOL_L: 4.008, "meq/L": 4.008 / 2}
+_WEIGHT = {"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237}
 _TABLE: Final[dict[str, tuple[str, dict[str, float]]]] = {
     "calcium_total": (MG_DL, _CALCIUM),
     "calcium_corrected": (MG_DL, _CALCIUM),
@@ -69,6 +70,11 @@ _TABLE: Final[dict[str, tuple[str, dict[str, float]]]] = {
     "c4": (MG_DL, {MG_DL: 1.0, "g/L": 100.0}),
     "crp": ("mg/L", {"mg/L": 1.0, MG_DL: 10.0}),
     "dsdna": ("[IU]/mL", {"[IU]/mL": 1.0}),
+    # Safety addendum S36 (G-BODY): convert on the UCUM code: kg, g, [lb_av]; cm, m, [in_i].
+    "body_weight": ("kg", _WEIGHT),
+    "body_weight_stated": ("kg", _WEIGHT),
+    "dry_weight": ("kg", _WEIGHT),
+    "body_height": ("cm", {"cm": 1.0, "m": 100.0, "[in_i]": 2.54}),
 }
 
 # Antibody results are kit-specific (brief §1, §4e): a numeric value keeps the unit the lab sent and is judged
@@ -99,6 +105,15 @@ _SPELLINGS: Final[dict[str, str]] = {
     "meq/l": "meq/L",
     "%": "%",
     "kg/m2": "kg/m2",
+    "kg": "kg",
+    "g": "g",
+    "[lb_av]": "[lb_av]",
+    "lb": "[lb_av]",
+    "lbs": "[lb_av]",
+    "cm": "cm",
+    "m": "m",
+    "[in_i]": "[in_i]",
+    "in": "[in_i]",
     "mg/l": "mg/L",
 }
 

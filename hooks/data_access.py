@@ -34,8 +34,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from fhir_mappings.models import PrefetchValue
-from fhir_mappings.models import classify_prefetch_value as read_prefetch_value
+from fhir_mappings.prefetch import PrefetchValue
+from fhir_mappings.prefetch import classify_prefetch_value as read_prefetch_value
 from hooks.audit.records import FhirQuery, PrefetchStateName, TokenUse
 from hooks.errors import BadRequest
 

@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 import httpx
 import orjson
 
-from fhir_mappings.models import bundle_next_link
+from fhir_mappings.prefetch import bundle_next_link
 from hooks.audit.records import FhirQuery
 from hooks.data_access import FetchResult, fetch_progress
 from hooks.settings import Settings, is_loopback_host

@@ -276,7 +276,8 @@ def test_age_and_sex_from_the_patient() -> None:
     assert result.sex == "female"
     assert result.birth_date is not None
     assert result.age_years == pytest.approx(55.7, abs=0.1)
-    assert result.pregnant is False
+    # A woman of 55.7 is outside the 12-55 band the pregnancy rules apply to (safety addendum S27).
+    assert result.pregnancy.status == "not-applicable"
     assert result.now == NOW
 
 
