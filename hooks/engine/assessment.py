@@ -10,16 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fhir_mappings.facts import PatientFacts
+from hooks.engine.context import EvalContext
+from hooks.engine.evidence import Evidence, Result, condition_evidence, finding_evidence
 from hooks.engine.knowledge import SUBTYPES, Knowledge, RuleDefinition, load_knowledge
-from hooks.engine.predicates import (
-    EvalContext,
-    Evidence,
-    Result,
-    condition_evidence,
-    evaluate,
-    finding_evidence,
-    risk_factor_results,
-)
+from hooks.engine.predicates import evaluate, risk_factor_results
 
 __all__ = ["Assessment", "CautionHit", "FlagHit", "RuleHit", "TherapyPlan", "assess"]
 

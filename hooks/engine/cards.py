@@ -20,8 +20,8 @@ from fhir.resources.R4B.servicerequest import ServiceRequest
 from fhir_mappings.facts import PatientFacts
 from fhir_mappings.terminology import concept_display
 from hooks.engine.assessment import Assessment, FlagHit
+from hooks.engine.evidence import Evidence
 from hooks.engine.knowledge import FlagDefinition, Knowledge, RiskDefinition, load_knowledge
-from hooks.engine.predicates import Evidence
 from hooks.models import SUMMARY_MAX_CHARS, Action, Card, OverrideReason, Source, Suggestion
 
 __all__ = ["EXTENSION_KEY", "OVERRIDE_REASON_SYSTEM", "render_cards"]
