@@ -237,12 +237,17 @@ def _install_routes(app: FastAPI) -> None:
     @app.get(
         "/readyz",
         tags=["operations"],
-        responses={503: {"description": "A store is unreachable"}},
+        responses={503: {"description": "Not ready: the audit store, a disk or the FHIR pools (named)"}},
     )
     async def readyz(runtime: RuntimeDep) -> Response:
-        """The stores the service needs are reachable."""
+        """The audit store answers, the disks written to accept writes, no FHIR pool is saturated or leaked."""
+        problems: list[str] = []
         try:
             await runtime.audit.ping()
         except AuditError:
-            return error_response(ServiceUnavailable("audit store unreachable"))
+            problems.append("audit store unreachable")
+        for check in runtime.readiness:
+            problems.extend(await check())
+        if problems:
+            return error_response(ServiceUnavailable("; ".join(problems)))
         return json_response({"status": "ready"})

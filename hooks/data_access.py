@@ -40,11 +40,13 @@ from hooks.audit.records import FhirQuery, PrefetchStateName, TokenUse
 from hooks.errors import BadRequest
 
 __all__ = [
+    "ByteBudget",
     "FetchProgress",
     "FetchResult",
     "FhirFetcher",
     "KeyData",
     "ResolvedData",
+    "call_byte_budget",
     "classify_prefetch_value",
     "fetch_progress",
     "fill_template",
@@ -174,6 +176,32 @@ def fetch_progress() -> FetchProgress | None:
     return _progress.get()
 
 
+@dataclass(slots=True)
+class ByteBudget:
+    """FHIR answer bytes one hook call may still read, shared by all its keys: a cap on memory per call.
+
+    Parsed JSON takes several times its size in memory, so the bytes read bound what one call can hold.
+    """
+
+    total: int
+    used: int = 0
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.total - self.used)
+
+    def charge(self, size: int) -> None:
+        self.used += size
+
+
+_budget: ContextVar[ByteBudget | None] = ContextVar("calcinosis_call_byte_budget", default=None)
+
+
+def call_byte_budget() -> ByteBudget | None:
+    """The byte budget of the hook call the current task fetches for (None outside ``resolve_prefetch``)."""
+    return _budget.get()
+
+
 class FhirFetcher(Protocol):
     """Queries the EHR's FHIR server for one prefetch key (implemented in ``hooks.fhir_client``)."""
 
@@ -215,12 +243,14 @@ async def resolve_prefetch(
     authorized_patient: str | None = None,
     token_expires_in: float | None = None,
     token_scope: str | None = None,
+    max_call_bytes: int | None = None,
 ) -> ResolvedData:
     """Resolve every declared prefetch key; missing keys are fetched concurrently before ``deadline``.
 
     ``deadline`` is a ``time.monotonic()`` value. ``authorized_patient`` is ``fhirAuthorization.patient``;
     ``token_expires_in`` its ``expires_in``: no FHIR call is made once the token has (nearly) expired;
     ``token_scope`` its ``scope``: a key whose resource type the SMART scopes do not grant is not queried.
+    ``max_call_bytes`` bounds the FHIR answer bytes all keys of this call may read together.
     Keys the EHR sent that the service did not declare are ignored (a client only sends what was asked).
     """
     resolved = ResolvedData(token_use="not-used" if access_token else "none")
@@ -266,7 +296,11 @@ async def resolve_prefetch(
             _incomplete(resolved.keys[key], unusable or "no fhirServer to query")
         return resolved
 
+    budget = ByteBudget(max_call_bytes) if max_call_bytes is not None else None
+
     async def run(key: str, target: str, is_next: bool) -> FetchResult:
+        # Each key's task has its own context: all of them share (and charge) the call's one budget.
+        _budget.set(budget)
         arguments: dict[str, Any] = {
             "key": key, "fhir_server": fhir_server, "access_token": access_token,
             "deadline": deadline, "allowed_bases": allowed_bases,

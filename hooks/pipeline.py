@@ -83,6 +83,7 @@ async def handle_service_call(service_id: str, request: Request, runtime: Runtim
             fetcher=runtime.fetcher,
             allowed_bases=tuple(settings.fhir_allowed_bases) + caller.fhir_servers,
             deadline=deadline,
+            max_call_bytes=settings.fhir_max_call_bytes,
         )
         _record_data(record, data, raw)
         for key in sorted(service.essential_keys):

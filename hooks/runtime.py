@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from hooks.audit import AuditStore
 from hooks.auth import CallerVerifier
 from hooks.data_access import FhirFetcher
+from hooks.readiness import ReadinessCheck
 from hooks.registry import ServiceRegistry
 from hooks.settings import Settings
 
@@ -39,6 +40,8 @@ class Runtime:
     fetcher: FhirFetcher | None
     clock: Clock = utc_now
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Besides the audit ping: what /readyz checks (disks written to, FHIR pools); each returns its problems.
+    readiness: list[ReadinessCheck] = field(default_factory=list)
 
 
 def get_runtime(request: Request) -> Runtime:

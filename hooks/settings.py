@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     # Added as _count to searches that set none: same results, fewer pages (servers default to ~20). 0 = never.
     fhir_search_count: int = Field(default=100, ge=0, le=1000)
     fhir_max_response_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # FHIR answer bytes one hook call may read over all its keys: caps the memory one call can take.
+    fhir_max_call_bytes: int = Field(default=24 * 1024 * 1024, ge=1024)
+    # Connections (and requests in flight) per FHIR origin (scheme, host, port); past them a query waits for
+    # a slot within its deadline. Each origin has its own pool, so one stalled server cannot starve others.
+    fhir_connections_per_origin: int = Field(default=20, ge=1, le=500)
     fhir_breaker_failures: int = Field(default=3, ge=1)
     fhir_breaker_reset_s: float = Field(default=30.0, gt=0)
 

@@ -16,6 +16,7 @@ from hooks.audit import AuditStore
 from hooks.audit.factory import build_audit_store
 from hooks.auth import CallerVerifier, NoAuth
 from hooks.data_access import FhirFetcher
+from hooks.readiness import ReadinessCheck, disk_check, writable_directories
 from hooks.registry import ServiceRegistry
 from hooks.runtime import Runtime
 from hooks.settings import Settings
@@ -45,6 +46,9 @@ async def build_runtime(
     clock: Callable[[], datetime] | None,
 ) -> Runtime:
     closers: list[Callable[[], Awaitable[None]]] = []
+    readiness: list[ReadinessCheck] = []
+    if not (settings.audit_dsn or "").startswith("memory:"):
+        readiness.append(disk_check(writable_directories(settings.audit_dsn, settings.data_dir)))
     if audit_store is None:
         audit_store = build_audit_store(settings)
     await audit_store.open()
@@ -61,6 +65,9 @@ async def build_runtime(
         fhir_fetcher = HttpxFhirFetcher(settings)
         closers.append(fhir_fetcher.aclose)
         fetcher = fhir_fetcher
+    health = getattr(fetcher, "health", None)
+    if callable(health):
+        readiness.append(_sync_check(health))
     runtime = Runtime(
         settings=settings,
         registry=registry or build_registry(settings),
@@ -68,10 +75,18 @@ async def build_runtime(
         verifier=verifier,
         fetcher=fetcher,
         closers=closers,
+        readiness=readiness,
     )
     if clock is not None:
         runtime.clock = clock
     return runtime
+
+
+def _sync_check(check: Callable[[], list[str]]) -> ReadinessCheck:
+    async def run() -> list[str]:
+        return check()
+
+    return run
 
 
 def install_middleware(app: FastAPI, settings: Settings) -> None:
