@@ -23,6 +23,7 @@ class LoopbackFhir:
         self.open_sockets = 0
         self.peak_sockets = 0
         self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
 
     @property
     def hang(self) -> bool:
@@ -40,6 +41,9 @@ class LoopbackFhir:
         return f"http://127.0.0.1:{self.port}/fhir"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
         self.open_sockets += 1
         self.peak_sockets = max(self.peak_sockets, self.open_sockets)
         try:
@@ -51,11 +55,15 @@ class LoopbackFhir:
                     + f"content-length: {len(PATIENT)}\r\n\r\n".encode() + PATIENT
                 )
                 await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, asyncio.CancelledError):
             return
         finally:
             self.open_sockets -= 1
             writer.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await writer.wait_closed()
+            if task is not None:
+                self._handlers.discard(task)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[LoopbackFhir]:
@@ -65,5 +73,10 @@ class LoopbackFhir:
             yield self
         finally:
             self._server.close()
+            # Server.close() leaves accepted connections open (Python 3.11): end their handlers too.
+            handlers = list(self._handlers)
+            for handler in handlers:
+                handler.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1)
