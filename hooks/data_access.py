@@ -38,6 +38,7 @@ from fhir_mappings.models import PrefetchValue
 from fhir_mappings.models import classify_prefetch_value as read_prefetch_value
 from hooks.audit.records import FhirQuery, PrefetchStateName, TokenUse
 from hooks.errors import BadRequest
+from hooks.models import is_fhir_id
 
 __all__ = [
     "ByteBudget",
@@ -73,6 +74,8 @@ def fill_template(template: str, context: Mapping[str, Any]) -> str | None:
     """Replace 2.0 prefetch tokens; None when a token cannot be filled (the key is then unobtainable).
 
     Only ``{{context.<root primitive>}}`` and the four user tokens exist in CDS Hooks 2.0 (#prefetch-tokens).
+    Every value filled in must be a FHIR id (not ``.`` or ``..``): it becomes part of a URL path or search,
+    so anything else could turn a read into a search of all patients or add search parameters.
     """
     missing = False
 
@@ -87,7 +90,7 @@ def fill_template(template: str, context: Mapping[str, Any]) -> str | None:
             value = ident if kind == _USER_TOKENS[token] else None
         else:
             value = None
-        if not isinstance(value, str | int) or isinstance(value, bool) or value == "":
+        if not isinstance(value, str | int) or isinstance(value, bool) or not is_fhir_id(str(value)):
             missing = True
             return ""
         return str(value)

@@ -10,7 +10,7 @@ import hashlib
 import logging
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -38,6 +38,9 @@ from hooks.web import describe_validation, endpoint_url, error_response, json_re
 __all__ = ["audited", "handle_feedback", "handle_service_call", "refusal_response"]
 
 log = logging.getLogger("calcinosis_cds")
+
+# An outcome cannot be later than its receipt; this much clock skew between the EHR and us is tolerated.
+_OUTCOME_CLOCK_SKEW = timedelta(minutes=5)
 
 
 async def handle_service_call(service_id: str, request: Request, runtime: Runtime) -> Response:
@@ -213,6 +216,11 @@ async def _record_feedback(service_id: str, request: Request, runtime: Runtime) 
         raise NotFound("no CDS service with this id")
     body, _ = await read_json_body(request, FeedbackRequest)
     received = runtime.clock()
+    for index, item in enumerate(body.feedback):
+        if item.outcomeTimestamp > received + _OUTCOME_CLOCK_SKEW:
+            raise BadRequest(
+                f"feedback.{index}.outcomeTimestamp: is in the future", expression=[f"feedback[{index}].outcomeTimestamp"]
+            )
     records = [_feedback_record(item, service_id, received, caller) for item in body.feedback]
     try:
         result = await runtime.audit.append_feedback(records)
