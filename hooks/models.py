@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "EARLIEST_OUTCOME",
     "SUMMARY_MAX_CHARS",
     "Action",
     "Card",
@@ -48,7 +49,6 @@ __all__ = [
     "ServiceDescriptor",
     "Source",
     "Suggestion",
-    "EARLIEST_OUTCOME",
     "context_model_for",
     "is_fhir_id",
 ]

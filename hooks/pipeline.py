@@ -218,9 +218,8 @@ async def _record_feedback(service_id: str, request: Request, runtime: Runtime) 
     received = runtime.clock()
     for index, item in enumerate(body.feedback):
         if item.outcomeTimestamp > received + _OUTCOME_CLOCK_SKEW:
-            raise BadRequest(
-                f"feedback.{index}.outcomeTimestamp: is in the future", expression=[f"feedback[{index}].outcomeTimestamp"]
-            )
+            where = f"feedback[{index}].outcomeTimestamp"
+            raise BadRequest(f"feedback.{index}.outcomeTimestamp: is in the future", expression=[where])
     records = [_feedback_record(item, service_id, received, caller) for item in body.feedback]
     try:
         result = await runtime.audit.append_feedback(records)
