@@ -89,6 +89,8 @@ async def handle_service_call(service_id: str, request: Request, runtime: Runtim
             max_call_bytes=settings.fhir_max_call_bytes,
         )
         _record_data(record, data, raw)
+        if data.refusal is not None:
+            raise data.refusal
         for key in sorted(service.essential_keys):
             essential = data.keys.get(key)
             if essential is None or not essential.obtained:
