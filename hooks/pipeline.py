@@ -31,6 +31,7 @@ from hooks.errors import (
     operation_outcome,
 )
 from hooks.models import CdsRequest, FeedbackItem, FeedbackRequest, context_model_for
+from hooks.offload import run_off_loop
 from hooks.registry import HookCall
 from hooks.runtime import Runtime
 from hooks.web import describe_validation, endpoint_url, error_response, json_response, preferred_locale, read_json_body
@@ -99,8 +100,9 @@ async def handle_service_call(service_id: str, request: Request, runtime: Runtim
                     f"CDS Hooks prefetch key '{key}' was absent or its data could not be obtained ({failure})",
                     expression=[f"prefetch.{key}"],
                 )
-        outcome = service.handler(
-            HookCall(request=cds_request, context=context_values, data=data, locale=locale, now=runtime.clock())
+        call = HookCall(request=cds_request, context=context_values, data=data, locale=locale, now=runtime.clock())
+        outcome = await run_off_loop(
+            runtime.workers, settings.assess_timeout_s, "the assessment", lambda: service.handler(call)
         )
         payload = outcome.response.to_json()
         record.cards = payload["cards"]

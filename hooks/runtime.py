@@ -7,6 +7,7 @@ Kept apart from ``hooks.app`` so that the wiring can build it without importing 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated
@@ -42,6 +43,8 @@ class Runtime:
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Besides the audit ping: what /readyz checks (disks written to, FHIR pools); each returns its problems.
     readiness: list[ReadinessCheck] = field(default_factory=list)
+    # Where request bodies are parsed and services assess (CPU-bound work off the event loop).
+    workers: ThreadPoolExecutor | None = None
 
 
 def get_runtime(request: Request) -> Runtime:

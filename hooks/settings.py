@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     fhir_breaker_failures: int = Field(default=3, ge=1)
     fhir_breaker_reset_s: float = Field(default=30.0, gt=0)
 
+    # --- work after the fetch (issue 16 item 5) ---
+    # Mapping and assessment run on worker threads, never on the event loop; past this budget the call is
+    # answered 503 (audited) while the worker finishes on its own. Workers bound the CPU taken at once.
+    assess_timeout_s: float = Field(default=2.0, gt=0, le=30)
+    assess_workers: int = Field(default=2, ge=1, le=32)
+
     # --- clinical windows (brief §5b, rule C1) ---
     chemistry_lookback_days: int = Field(default=90, ge=1)
     serology_lookback_days: int = Field(default=365, ge=1)

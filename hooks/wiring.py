@@ -6,8 +6,10 @@ instances to ``create_app`` and this module fills in whatever was not given.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from fastapi import FastAPI
@@ -68,6 +70,13 @@ async def build_runtime(
     health = getattr(fetcher, "health", None)
     if callable(health):
         readiness.append(_sync_check(health))
+    workers = ThreadPoolExecutor(max_workers=settings.assess_workers, thread_name_prefix="calcinosis-assess")
+
+    async def stop_workers() -> None:
+        # A worker past its budget is not waited for: its answer was already refused.
+        await asyncio.to_thread(workers.shutdown, wait=False, cancel_futures=True)
+
+    closers.append(stop_workers)
     runtime = Runtime(
         settings=settings,
         registry=registry or build_registry(settings),
@@ -76,6 +85,7 @@ async def build_runtime(
         fetcher=fetcher,
         closers=closers,
         readiness=readiness,
+        workers=workers,
     )
     if clock is not None:
         runtime.clock = clock

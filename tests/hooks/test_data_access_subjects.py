@@ -123,3 +123,23 @@ async def test_a_next_page_about_another_patient_is_a_412(respx_mock: respx.Mock
         response = await client.post(URL, json=body(full_prefetch(observations=first_page)))
     assert response.status_code == 412
     assert response.json()["issue"][0]["expression"] == ["prefetch.observations"]
+
+
+# --------------------------------------------------------------------------- memory per call (issue 16 item 5)
+
+
+@respx.mock(assert_all_called=False)
+async def test_fhir_answers_of_one_call_are_capped_together(
+    respx_mock: respx.MockRouter, make_client: Callable[..., Any]
+) -> None:
+    """Each answer is under the per-response cap; together they pass the per-call cap: the call gets 412."""
+    padding = "x" * (600 * 1024)
+    big = {kind: ok(searchset(*(dict(about({"reference": "Patient/p1"}, kind, f"r{n}"), note=padding)
+                                for n in range(2))))
+           for kind in ("Condition", "Observation")}
+    mock_ehr(respx_mock, **big)
+    settings = settings_for(fhir_allowed_bases=[BASE], fhir_search_count=0, fhir_max_call_bytes=2 * 1024 * 1024)
+    async with make_client(settings=settings, registry=stub_registry()) as client:
+        response = await client.post(URL, json=body({"patient": PATIENT}))
+    assert response.status_code == 412
+    assert "the FHIR answers of this call are over 2097152 bytes" in response.json()["issue"][0]["diagnostics"]
