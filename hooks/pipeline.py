@@ -44,11 +44,25 @@ log = logging.getLogger("calcinosis_cds")
 _OUTCOME_CLOCK_SKEW = timedelta(minutes=5)
 
 
+def _overloaded() -> ServiceUnavailable:
+    return ServiceUnavailable("the service is handling as many calls as it can; retry", failure="overloaded")
+
+
 async def handle_service_call(service_id: str, request: Request, runtime: Runtime) -> Response:
-    settings = runtime.settings
+    """A hook call, admitted while fewer than CDS_MAX_CONCURRENT_CALLS run; refused at once (503) otherwise."""
     started = time.perf_counter()
     record = HookCallRecord(record_id=str(uuid.uuid4()), received_at=runtime.clock(), service_id=service_id)
     record.code_version = __version__
+    if runtime.call_slots.locked():
+        return await audited(runtime, record, refusal_response(record, _overloaded()), started)
+    async with runtime.call_slots:
+        return await _service_call(service_id, request, runtime, record, started)
+
+
+async def _service_call(
+    service_id: str, request: Request, runtime: Runtime, record: HookCallRecord, started: float
+) -> Response:
+    settings = runtime.settings
     response: Response
     try:
         caller = await runtime.verifier.verify(
@@ -203,7 +217,10 @@ async def handle_feedback(service_id: str, request: Request, runtime: Runtime) -
     """Accepted feedback becomes feedback records; a refused feedback call is audited like a refused hook call."""
     started = time.perf_counter()
     try:
-        return await _record_feedback(service_id, request, runtime)
+        if runtime.call_slots.locked():
+            raise _overloaded()
+        async with runtime.call_slots:
+            return await _record_feedback(service_id, request, runtime)
     except (CdsError, AuditError) as error:
         cds_error = error if isinstance(error, CdsError) else ServiceUnavailable("the audit store is unavailable")
         record = HookCallRecord(record_id=str(uuid.uuid4()), received_at=runtime.clock(), service_id=service_id)

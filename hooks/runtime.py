@@ -6,6 +6,7 @@ Kept apart from ``hooks.app`` so that the wiring can build it without importing 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ class Runtime:
     readiness: list[ReadinessCheck] = field(default_factory=list)
     # Where request bodies are parsed and services assess (CPU-bound work off the event loop).
     workers: ThreadPoolExecutor | None = None
+    # Service and feedback calls in progress (CDS_MAX_CONCURRENT_CALLS); past it a call is refused at once.
+    call_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
 
 
 def get_runtime(request: Request) -> Runtime:

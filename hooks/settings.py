@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     # Every store call is bounded: past the budget (or a full queue) the response is 503, never a hang.
     audit_timeout_s: float = Field(default=3.0, gt=0, lt=30)
     audit_max_pending: int = Field(default=64, ge=1)
+    # Service and feedback calls handled at once; the next one gets a fast, audited 503 (Retry-After: 1).
+    # Sized with audit_max_pending (at least twice this): the admitted calls' audit rows and as many refusal
+    # rows fit in the audit queue together, so overload is answered at once and recorded, never a timeout.
+    max_concurrent_calls: int = Field(default=32, ge=1)
     # Chain head written to a checkpoint table and an off-database file every N appends (0: only at shutdown).
     audit_checkpoint_every: int = Field(default=100, ge=0)
 
@@ -117,6 +121,11 @@ class Settings(BaseSettings):
             self.audit_key = SecretStr(DEVELOPMENT_AUDIT_KEY)
         if self.audit_dsn is None:
             self.audit_dsn = f"sqlite:///{self.data_dir / 'audit.sqlite3'}"
+        if self.audit_max_pending < 2 * self.max_concurrent_calls:
+            raise ValueError(
+                "CDS_AUDIT_MAX_PENDING must be at least twice CDS_MAX_CONCURRENT_CALLS: room for the admitted "
+                "calls' audit rows and for as many audited refusals"
+            )
         return self
 
     def check_service(self) -> None:

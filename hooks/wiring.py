@@ -86,6 +86,7 @@ async def build_runtime(
         closers=closers,
         readiness=readiness,
         workers=workers,
+        call_slots=asyncio.Semaphore(settings.max_concurrent_calls),
     )
     if clock is not None:
         runtime.clock = clock
