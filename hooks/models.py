@@ -106,7 +106,7 @@ class FhirAuthorization(_Incoming):
 
     model_config = ConfigDict(extra="allow", strict=True)
 
-    access_token: SecretStr
+    access_token: SecretStr = Field(json_schema_extra={"pattern": "^" + _B64TOKEN.pattern + "$", "format": None})
     token_type: str = Field(json_schema_extra={"pattern": "^[Bb][Ee][Aa][Rr][Ee][Rr]$"})
     expires_in: StrictInt
     scope: str
@@ -352,6 +352,12 @@ class FeedbackCoding(_Incoming):
 
 
 class FeedbackOverrideReason(_Incoming):
+    # A reason or a comment, as a value rather than null (the schema says what _something checks).
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["reason"], "properties": {"reason": {"type": "object"}}},
+        {"required": ["userComment"], "properties": {"userComment": {"type": "string"}}},
+    ]})
+
     reason: FeedbackCoding | None = None
     userComment: str | None = Field(default=None, max_length=4000)
 
