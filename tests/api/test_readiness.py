@@ -5,18 +5,13 @@ make it 503 with an OperationOutcome naming the problem; it is 200 again once th
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import subprocess
-import tempfile
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from hooks.app import create_app
 from tests.conftest import running_client
 from tests.conftest import test_settings as settings_for
+from tests.support.disk import fill, small_disk
 from tests.support.loopback_fhir import LoopbackFhir
 
 
@@ -47,28 +42,6 @@ async def test_readyz_reports_a_saturated_fhir_pool() -> None:
     diagnostics = saturated.json()["issue"][0]["diagnostics"]
     assert f"FHIR connections to http://127.0.0.1:{hanging.port} saturated" in diagnostics
     assert after.status_code == 200
-
-
-@contextlib.contextmanager
-def small_disk(size: str = "2m") -> Iterator[Path]:
-    """A tmpfs of its own (the suite runs as root, like CI), so filling it touches nothing else."""
-    mount_point = Path(tempfile.mkdtemp(prefix="calcinosis-small-disk-"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], check=True)
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-        mount_point.rmdir()
-
-
-def fill(directory: Path) -> Path:
-    filler = directory / "filler"
-    with filler.open("wb") as handle, contextlib.suppress(OSError):
-        while True:
-            handle.write(b"\0" * 65536)
-            handle.flush()
-            os.fsync(handle.fileno())
-    return filler
 
 
 async def test_readyz_reports_a_disk_that_refuses_writes() -> None:
