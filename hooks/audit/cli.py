@@ -424,9 +424,9 @@ def _sqlite_directory(args: argparse.Namespace) -> Path | None:
 def _disk_full(error: BaseException, database_directory: Path | None) -> bool:
     """Whether ``error`` comes from a full disk: ENOSPC, SQLITE_FULL, PostgreSQL's 53100, or (SQLite reports
     a failed shared-memory or WAL write as an I/O error) no room left where the SQLite database lives."""
-    if database_directory is not None and database_directory.is_dir():
-        if shutil.disk_usage(database_directory).free < _FULL_BELOW_BYTES:
-            return True
+    if (database_directory is not None and database_directory.is_dir()
+            and shutil.disk_usage(database_directory).free < _FULL_BELOW_BYTES):
+        return True
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
