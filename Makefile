@@ -10,9 +10,9 @@ FHIR_VENV := .venv-fhir
 HOST ?= 127.0.0.1
 PORT ?= 8080
 # The tests and benchmarks find the sandbox FHIR server through this variable.
-SANDBOX_ENV := CALCINOSIS_FHIR_SANDBOX=$(CURDIR)/$(FHIR_VENV)/bin/sekmet
+SANDBOX_ENV := CALCINOSIS_FHIR_SANDBOX=$(CURDIR)/$(FHIR_VENV)/bin/sekmet CALCINOSIS_PROXY_NGINX=$(CURDIR)/.proxy/usr/sbin/nginx
 
-.PHONY: setup setup-fhir-sandbox setup-postgres run test lint bench clean
+.PHONY: setup setup-fhir-sandbox setup-postgres setup-proxy run test lint bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(UVTOOL)
@@ -33,11 +33,15 @@ setup-fhir-sandbox: $(FHIR_VENV)/bin/sekmet
 setup-postgres:
 	bash .ci/ensure-postgres
 
+# The nginx binary of the deployment's reverse proxy (deploy/proxy/), unpacked from Debian's package into .proxy/.
+setup-proxy:
+	bash .ci/ensure-proxy
+
 # Development mode: auth off, bound to 127.0.0.1 only, SQLite audit store under ./data. The service says so loudly.
 run: setup
 	CDS_ENVIRONMENT=development $(VENV)/bin/calcinosis-cds serve --host $(HOST) --port $(PORT)
 
-test: setup setup-fhir-sandbox setup-postgres
+test: setup setup-fhir-sandbox setup-postgres setup-proxy
 	$(SANDBOX_ENV) $(VENV)/bin/pytest
 
 lint: setup
@@ -48,4 +52,4 @@ bench: setup setup-fhir-sandbox setup-postgres
 	for b in bench/bench_*.py; do $(SANDBOX_ENV) $(VENV)/bin/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(FHIR_VENV) $(UVTOOL) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FHIR_VENV) $(UVTOOL) .proxy .pytest_cache .mypy_cache .ruff_cache

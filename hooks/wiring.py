@@ -6,8 +6,10 @@ instances to ``create_app`` and this module fills in whatever was not given.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from fastapi import FastAPI
@@ -16,6 +18,7 @@ from hooks.audit import AuditStore
 from hooks.audit.factory import build_audit_store
 from hooks.auth import CallerVerifier, NoAuth
 from hooks.data_access import FhirFetcher
+from hooks.readiness import ReadinessCheck, disk_check, writable_directories
 from hooks.registry import ServiceRegistry
 from hooks.runtime import Runtime
 from hooks.settings import Settings
@@ -45,6 +48,9 @@ async def build_runtime(
     clock: Callable[[], datetime] | None,
 ) -> Runtime:
     closers: list[Callable[[], Awaitable[None]]] = []
+    readiness: list[ReadinessCheck] = []
+    if not (settings.audit_dsn or "").startswith("memory:"):
+        readiness.append(disk_check(writable_directories(settings.audit_dsn, settings.data_dir)))
     if audit_store is None:
         audit_store = build_audit_store(settings)
     await audit_store.open()
@@ -61,6 +67,16 @@ async def build_runtime(
         fhir_fetcher = HttpxFhirFetcher(settings)
         closers.append(fhir_fetcher.aclose)
         fetcher = fhir_fetcher
+    health = getattr(fetcher, "health", None)
+    if callable(health):
+        readiness.append(_sync_check(health))
+    workers = ThreadPoolExecutor(max_workers=settings.assess_workers, thread_name_prefix="calcinosis-assess")
+
+    async def stop_workers() -> None:
+        # A worker past its budget is not waited for: its answer was already refused.
+        await asyncio.to_thread(workers.shutdown, wait=False, cancel_futures=True)
+
+    closers.append(stop_workers)
     runtime = Runtime(
         settings=settings,
         registry=registry or build_registry(settings),
@@ -68,10 +84,20 @@ async def build_runtime(
         verifier=verifier,
         fetcher=fetcher,
         closers=closers,
+        readiness=readiness,
+        workers=workers,
+        call_slots=asyncio.Semaphore(settings.max_concurrent_calls),
     )
     if clock is not None:
         runtime.clock = clock
     return runtime
+
+
+def _sync_check(check: Callable[[], list[str]]) -> ReadinessCheck:
+    async def run() -> list[str]:
+        return check()
+
+    return run
 
 
 def install_middleware(app: FastAPI, settings: Settings) -> None:

@@ -17,6 +17,7 @@ import csv
 import io
 import logging
 import re
+import threading
 import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable
@@ -33,6 +34,7 @@ log = logging.getLogger("fhir_mappings.text")
 
 # Negation words that undo a history cue right after them: "ulcère non cicatrisé", "not healed".
 _UNDOING: Final = frozenset({"non", "pas", "not", "never", "jamais"})
+_LOCK: Final = threading.Lock()
 _CACHE_SIZE: Final = 8192
 # Term kinds that only qualify another term (where it is, what caused it).
 _SCOPE_KINDS: Final = frozenset(
@@ -181,7 +183,10 @@ def _assertion(entity: Any) -> tuple[Assertion, str | None]:
 
 
 def _read(text: str) -> tuple[Mention, ...]:
-    doc = _pipeline()(text)
+    # spaCy does not promise that one pipeline may run in several threads at once (assessments run on a
+    # worker pool): one text at a time, which costs nothing next to the cache.
+    with _LOCK:
+        doc = _pipeline()(text)
     sentence_of = {sentence.start: index for index, sentence in enumerate(doc.sents)}
     mentions: list[Mention] = []
     for entity in doc.ents:
