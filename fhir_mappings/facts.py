@@ -125,6 +125,8 @@ class AnalyteSeries:
     latest: LabValue | None
     # Every parsed result, newest first, including those outside the window (shown as history only, rule C1).
     history: tuple[LabValue, ...] = ()
+    # The start of this analyte's look-back window: older results are history, "not current".
+    window_start: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

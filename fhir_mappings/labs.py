@@ -362,4 +362,4 @@ def build_series(analyte: str, values: Sequence[LabValue], *, now: datetime, loo
     if analyte == "egfr":
         preferred = next((v for v in current if v.provenance.code == _EGFR_PREFERRED), None)
         latest = preferred or latest
-    return AnalyteSeries(analyte, latest, history)
+    return AnalyteSeries(analyte, latest, history, start)

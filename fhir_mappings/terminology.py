@@ -29,6 +29,7 @@ __all__ = [
     "ConceptMatch",
     "ConceptRow",
     "atc_class_concept",
+    "bodysite_name",
     "canonical_system",
     "concept_display",
     "concept_groups",
@@ -141,6 +142,8 @@ class _Tables:
     atc_classes: tuple[tuple[str, str], ...]
     # (system URI, code prefix, concept id): code families the knowledge gives as a prefix ("O09.-").
     code_prefixes: tuple[tuple[str, str, str], ...]
+    # (concept id, locale) -> first name as written (accents kept) for display.
+    bodysite_display: dict[tuple[str, str], str]
 
 
 def _read_csv(name: str) -> Iterator[dict[str, str]]:
@@ -195,7 +198,10 @@ def _tables() -> _Tables:
     )
     atc_classes = tuple((r["prefix"], r["concept_id"]) for r in _read_csv("atc_classes.csv"))
     prefixes = tuple((r["system"], r["prefix"], r["concept_id"]) for r in _read_csv("code_prefixes.csv"))
-    return _Tables(rows, by_key, labels, medication_names, bodysite_names, atc_classes, prefixes)
+    display: dict[tuple[str, str], str] = {}
+    for r in _read_csv("bodysite_names.csv"):
+        display.setdefault((r["concept_id"], r["locale"]), r["name"])
+    return _Tables(rows, by_key, labels, medication_names, bodysite_names, atc_classes, prefixes, display)
 
 
 @lru_cache(maxsize=512)
@@ -339,6 +345,11 @@ def _find_names(folded: str, names: tuple[tuple[str, str, str], ...], locales: t
         if locale in locales and f" {name} " in padded:
             found.setdefault(concept_id, None)
     return tuple(found)
+
+
+def bodysite_name(concept_id: str, locale: Locale = "en") -> str | None:
+    """The first name of a body site in ``locale`` ("knee", "genou"), as written in bodysite_names.csv."""
+    return _tables().bodysite_display.get((concept_id, locale))
 
 
 def find_medication_names(folded_text: str, locales: tuple[str, ...] = ("en", "fr")) -> tuple[str, ...]:

@@ -40,6 +40,8 @@ class EvalContext:
     flags: dict[str, Result] = field(default_factory=dict)
     # Options offered to this patient before cautions run (a combination caution needs both drugs).
     offered: frozenset[str] = frozenset()
+    # The subtypes the work-up is for (the suggestion, or the top two when indeterminate).
+    focus: frozenset[str] = frozenset()
     confirmed_only: bool = False
 
     # ----------------------------------------------------------------- shared clinical readings

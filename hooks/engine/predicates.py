@@ -37,6 +37,7 @@ Vocabulary (one key per mapping; numbers may name a threshold of ruleset.yaml):
 ``data_unknown: [kind...]``     the data of this kind ("medications") could not be read
 ``rule: R31`` / ``rule_group: [g...]`` / ``gate: name`` / ``flag: id``  results evaluated earlier
 ``offered: [option...]``        one of these therapy options is offered (combination cautions)
+``focus: [subtype...]``         the work-up is for one of these subtypes
 ``calciphylaxis_risk_factors: {major, or_major, with_minor}``  consensus 2023 counting
 ``always: true``
 =============================  ==============================================================
@@ -104,7 +105,7 @@ def _condition(argument: list[str], ctx: EvalContext) -> Result:
 
 
 def _medication(argument: Mapping[str, Any], ctx: EvalContext) -> Result:
-    found = ctx.facts.medications_within(int(argument["within_days"]), *argument["concepts"])
+    found = ctx.facts.medications_within(int(ctx.knowledge.threshold(argument["within_days"])), *argument["concepts"])
     return Result(bool(found), tuple(medication_evidence(m) for m in found))
 
 
@@ -248,6 +249,11 @@ def _flag(argument: str, ctx: EvalContext) -> Result:
     return ctx.flags.get(argument, FALSE)
 
 
+def _focus(argument: list[str], ctx: EvalContext) -> Result:
+    """The work-up is for one of these subtypes (idiopathic still in question: ANA needed)."""
+    return Result(bool(ctx.focus.intersection(argument)))
+
+
 def _offered(argument: list[str], ctx: EvalContext) -> Result:
     """One of these therapy options is offered to this patient (a caution about a combination)."""
     return Result(bool(ctx.offered.intersection(argument)))
@@ -292,6 +298,7 @@ _PREDICATES: dict[str, Predicate] = {
     "crcl_below": _crcl_below,
     "flag": _flag,
     "offered": _offered,
+    "focus": _focus,
     "symptomatic": _symptomatic,
 
     **LAB_PREDICATES,

@@ -14,6 +14,7 @@ from fhir_mappings import MappingOptions, build_facts
 from fhir_mappings.facts import PatientFacts
 from hooks.engine.assessment import Assessment, assess
 from hooks.engine.cards import render_cards
+from hooks.engine.snapshot import assessment_snapshot
 from hooks.errors import BadRequest
 from hooks.models import CdsResponse
 from hooks.registry import HookCall, HookOutcome
@@ -99,4 +100,5 @@ def assess_hook_call(call: HookCall, options: MappingOptions | None = None) -> H
         facts_used=[item.to_dict() for item in assessment.evidence()],
         ruleset_version=assessment.ruleset_version,
         ruleset_hash=assessment.ruleset_hash,
+        snapshot=assessment_snapshot(assessment, facts) if not assessment.silent else None,
     )
