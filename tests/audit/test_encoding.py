@@ -16,7 +16,7 @@ from hooks.audit.chain import canonical_json
 from hooks.audit.codec import MAX_COLUMN_CHARS, call_from_document, column_text
 from hooks.audit.sql import AuditLog
 from hooks.audit.sql_store import SqlAuditStore
-from tests.audit.conftest import call_record, feedback
+from tests.audit.conftest import T0, call_record, feedback
 from tests.audit.test_web import app_for, read_log, request_body
 from tests.conftest import running_client
 
@@ -70,7 +70,7 @@ async def test_hostile_text_in_every_indexed_column_is_recorded(store: SqlAuditS
     (stored,) = store.log.rows(kinds=["feedback"])
     assert stored["hook_instance"] == row["hook_instance"]
     assert list(store.log.rows(patient=HOSTILE, kinds=["call"]))  # findable by the raw value
-    assert await store.remember_jti("https://ehr\x00", "jti\x00", datetime.now(UTC) + timedelta(minutes=5))
+    assert await store.remember_jti("https://ehr\x00", "jti\x00", T0 + timedelta(minutes=5))
     assert (await store.verify()).ok
 
 
