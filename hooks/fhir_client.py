@@ -185,6 +185,13 @@ class CircuitBreaker:
         if state is not None:
             state.probing = False
 
+    def counts(self) -> dict[str, int]:
+        """How many FHIR bases are in each state (the ``cds_fhir_breakers`` gauge)."""
+        counts = {"closed": 0, "open": 0, "half-open": 0}
+        for base in list(self._states):
+            counts[self.state(base)] += 1
+        return counts
+
     def state(self, base: str) -> Literal["closed", "open", "half-open"]:
         current = self._states.get(base)
         if current is None or current.opened_at is None:

@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from hooks.audit import AuditStore
 from hooks.auth import CallerVerifier
 from hooks.data_access import FhirFetcher
+from hooks.metrics import ServiceMetrics
 from hooks.registry import ServiceRegistry
 from hooks.settings import Settings
 
@@ -37,6 +38,7 @@ class Runtime:
     audit: AuditStore
     verifier: CallerVerifier
     fetcher: FhirFetcher | None
+    metrics: ServiceMetrics
     clock: Clock = utc_now
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
