@@ -19,7 +19,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -30,6 +38,8 @@ from hooks.data_access import FetchResult, FhirFetcher
 __all__ = ["CARD_KINDS", "CONTENT_TYPE", "STAGES", "MeteredFetcher", "ServiceMetrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+# No ``*_created`` series: they double the exposition and no dashboard or alert here reads them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 STAGES = ("prefetch_resolution", "fhir_fallback", "engine", "audit_append")
 ENDPOINTS = ("discovery", "service", "feedback")
 # The card contract's kinds and indicators (README "Card contract").
