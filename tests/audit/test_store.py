@@ -110,6 +110,29 @@ async def test_the_same_feedback_twice_is_stored_once(store: SqlAuditStore) -> N
     assert len(list(store.log.rows(kinds=["feedback"]))) == 1
 
 
+async def test_a_suggestion_accepted_twice_is_stored_once(store: SqlAuditStore) -> None:
+    """The sandbox reports an acceptance on every click: same card, outcome, suggestion and caller is one row;
+    another suggestion, an override, or another caller is new feedback."""
+    call = call_record()
+    await store.append_call(call)
+    accepted = feedback(call, outcome="accepted", accepted_suggestions=["s-1"], override_reason_code=None,
+                        override_reason_system=None)
+    clicks = [dataclasses.replace(accepted, record_id=f"click-{n}",
+                                  outcome_timestamp=accepted.outcome_timestamp + timedelta(seconds=n))
+              for n in range(3)]
+    first = await store.append_feedback(clicks)
+    later = await store.append_feedback([
+        dataclasses.replace(accepted, record_id="retry", outcome_timestamp=accepted.outcome_timestamp + timedelta(1)),
+        dataclasses.replace(accepted, record_id="other-suggestion", accepted_suggestions=["s-2"]),
+        dataclasses.replace(accepted, record_id="both", accepted_suggestions=["s-2", "s-1", "s-1"]),
+        dataclasses.replace(accepted, record_id="other-caller", tenant="tenant-b"),
+    ])
+    assert (first.stored, first.duplicates) == (1, 2)
+    assert (later.stored, later.duplicates) == (3, 1)
+    kept = {row["record_id"] for row in store.log.rows(kinds=["feedback"])}
+    assert kept == {"click-0", "other-suggestion", "both", "other-caller"}
+
+
 async def test_repeated_reports_with_different_outcomes_are_all_kept(store: SqlAuditStore) -> None:
     call = call_record()
     await store.append_call(call)
