@@ -41,7 +41,8 @@ from tests.support.service_process import ServiceProcess, free_port, start_servi
 pytestmark = pytest.mark.slow
 
 UV = ROOT / ".uvtool" / "bin" / "uv"
-SYSTEM_PYTHON = "/usr/bin/python3.11"  # readable by a non-root user (the project's interpreter is under /root)
+# Readable by a non-root user (the project's interpreter is under /root); the Makefile installs and names it.
+SYSTEM_PYTHON = os.environ.get("CALCINOSIS_SYSTEM_PYTHON", "/usr/bin/python3.11")
 DOCKERFILE = Dockerfile(DEPLOY / "Dockerfile")
 # The example's lab dates are relative to FIXTURE_DATE; the process reads the wall clock, so they are moved
 # to today first (as deploy/load_fixtures.py does for a sandbox): the same cards whatever the date.
@@ -117,6 +118,7 @@ def _run(argv: list[str], env: dict[str, str], cwd: Path) -> None:
 @pytest.fixture(scope="module")
 def image() -> Iterator[Image]:
     started = time.monotonic()
+    assert Path(SYSTEM_PYTHON).is_file(), f"{SYSTEM_PYTHON} is missing: `make test` installs it (setup-system-python)"
     # Not under pytest's tmp dir: that is owner-only, and the container user must reach this tree.
     root = Path(tempfile.mkdtemp(prefix="calcinosis-image-"))
     try:

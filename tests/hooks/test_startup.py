@@ -161,3 +161,11 @@ def test_the_real_process_exits_2_with_one_line(env: dict[str, str], fragment: s
     assert line.startswith(PREFIX)
     assert fragment in line
     assert result.stdout == ""
+
+
+def test_the_readme_shows_a_real_refusal(serve: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    documented = next(line for line in readme.splitlines() if line.startswith(PREFIX))
+    env, host, _ = _cases(tmp_path)["http-public-url"]
+    assert serve(env, host=host) == 2
+    assert capsys.readouterr().err.strip() == documented
