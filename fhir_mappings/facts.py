@@ -26,11 +26,17 @@ __all__ = [
     "PatientFacts",
     "Provenance",
     "ReferenceRange",
+    "SetAsideFinding",
     "SkinFindings",
+    "StatusFact",
 ]
 
 Sex = Literal["female", "male", "other", "unknown"]
 Qualitative = Literal["positive", "negative", "equivocal"]
+# "suspected": a provisional or differential diagnosis, or a text that only raises it. It may add points to a
+# subtype but is never the basis of a critical card (issue 11).
+Certainty = Literal["asserted", "suspected"]
+_SUSPECTED_VERIFICATION = frozenset({"provisional", "differential"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +125,8 @@ class AnalyteSeries:
     latest: LabValue | None
     # Every parsed result, newest first, including those outside the window (shown as history only, rule C1).
     history: tuple[LabValue, ...] = ()
+    # The start of this analyte's look-back window: older results are history, "not current".
+    window_start: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +154,11 @@ class ConditionFact:
     # Body-site concept ids from the terminology tables (for example "skin_buttock").
     body_sites: tuple[str, ...] = ()
     text: str | None = None
+    # Read from free text ("valve mécanique" in a note), not from a code.
+    from_text: bool = False
+    # Set when a current laboratory value contradicts this coded stage ("ESRD coded 2019; eGFR 95 on ...");
+    # a superseded condition is shown as history and never fires a rule (issue 10).
+    superseded_by: str | None = None
 
     @property
     def is_active(self) -> bool:
@@ -153,6 +166,15 @@ class ConditionFact:
         if self.verification_status in {"refuted", "entered-in-error"}:
             return False
         return self.clinical_status in {None, "active", "recurrence", "relapse"}
+
+    @property
+    def certainty(self) -> Certainty:
+        return "suspected" if self.verification_status in _SUSPECTED_VERIFICATION else "asserted"
+
+
+_CURRENT_STATUS = frozenset({"active", "on-hold"})
+# Never given as ordered: a draft is not signed yet, a cancelled order never started (issue 11).
+_NEVER_GIVEN = frozenset({"entered-in-error", "cancelled", "draft"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,15 +195,23 @@ class MedicationFact:
 
     @property
     def is_current(self) -> bool:
-        return self.status in {"active", "on-hold", "draft"}
+        """Only an active or on-hold order is current (FHIR R4 MedicationRequest.status)."""
+        return self.status in _CURRENT_STATUS
+
+    @property
+    def ended(self) -> datetime | None:
+        """When a stopped or completed order ended, as far as the request says (period end, else authored)."""
+        if self.is_current or self.status in _NEVER_GIVEN:
+            return None
+        return self.period_end or self.authored
 
     def is_within(self, now: datetime, days: int) -> bool:
-        """Current, or stopped/completed no more than ``days`` before ``now``."""
-        if self.status in {"entered-in-error", "cancelled"}:
+        """Current, or stopped/completed no more than ``days`` before ``now``; drafts and errors never."""
+        if self.status in _NEVER_GIVEN:
             return False
         if self.is_current:
             return True
-        last = self.period_end or self.authored
+        last = self.ended
         return last is not None and (now - last).days <= days
 
 
@@ -194,6 +224,18 @@ class Finding:
     matched_text: str | None = None
     effective: datetime | None = None
     body_sites: tuple[str, ...] = ()
+    certainty: Certainty = "asserted"
+
+
+@dataclass(frozen=True, slots=True)
+class SetAsideFinding:
+    """A candidate skin finding that is not used, and why ("negated", "not-skin", "other-cause"...)."""
+
+    kind: str
+    provenance: Provenance
+    text: str | None
+    reason: str
+    cue: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +251,7 @@ class SkinFindings:
     infection: tuple[Finding, ...] = ()
     joint_destruction: tuple[Finding, ...] = ()
     local_injury: tuple[Finding, ...] = ()
+    set_aside: tuple[SetAsideFinding, ...] = ()
 
     @property
     def lesion_sites(self) -> frozenset[str]:
@@ -221,13 +264,18 @@ class SkinFindings:
 
 @dataclass(frozen=True, slots=True)
 class CkdStage:
-    """KDIGO G category, from a current eGFR or from coded conditions, whichever is more severe."""
+    """KDIGO G category: from a current eGFR when there is one (it supersedes older coded stages), else coded."""
 
     stage: Literal["G1", "G2", "G3a", "G3b", "G4", "G5"] | None
     dialysis: bool
     transplant: bool
     source: str
+    # Each input, and "discrepancy: ESRD coded 2019-03-01; eGFR 95 on 2026-11-10" for a superseded code.
     evidence: tuple[str, ...] = ()
+
+    @property
+    def discrepancies(self) -> tuple[str, ...]:
+        return tuple(e.removeprefix("discrepancy: ") for e in self.evidence if e.startswith("discrepancy: "))
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +285,23 @@ class DataIssue:
     kind: str
     detail: str
     provenance: Provenance | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusFact:
+    """A yes/no fact about the patient (pregnant, breastfeeding, mechanical valve), with what decided it.
+
+    "unknown" means nothing was recorded: rules that need the fact say so and never assume "no".
+    """
+
+    status: Literal["yes", "no", "unknown", "not-applicable"]
+    evidence: tuple[Provenance, ...] = ()
+    when: datetime | None = None
+    # Why, in words a card can use ("pregnancy yes", "no pregnancy data").
+    basis: str = ""
+
+
+_UNKNOWN = StatusFact("unknown", basis="not assessed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +317,14 @@ class PatientFacts:
     derived: Mapping[str, DerivedValue] = field(default_factory=dict)
     ckd: CkdStage | None = None
     issues: tuple[DataIssue, ...] = ()
-    pregnant: bool = False
+    # Safety addendum G-PREG, G-BF, G-MHV (read by ``fhir_mappings.context``).
+    pregnancy: StatusFact = _UNKNOWN
+    breastfeeding: StatusFact = _UNKNOWN
+    mechanical_valve: StatusFact = StatusFact("no", basis="no prosthetic valve recorded")
+    # Patient.deceased[x]: the service stays silent for a deceased patient (issue 11).
+    deceased: bool = False
+    # Data kinds whose source failed (an error OperationOutcome, an unreadable key): "unknown", never "none".
+    unavailable: frozenset[str] = frozenset()
 
     @property
     def age_years(self) -> float | None:
@@ -272,7 +344,7 @@ class PatientFacts:
 
     def active_conditions(self, *concepts: str) -> tuple[ConditionFact, ...]:
         wanted = set(concepts)
-        return tuple(c for c in self.conditions if c.concept in wanted and c.is_active)
+        return tuple(c for c in self.conditions if c.concept in wanted and c.is_active and c.superseded_by is None)
 
     def medications_within(self, days: int, *concepts: str) -> tuple[MedicationFact, ...]:
         """Medications whose concept or drug class is in ``concepts``, current or stopped within ``days``."""

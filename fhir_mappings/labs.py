@@ -17,12 +17,23 @@ from typing import Final, Literal
 
 from fhir_mappings._common import first_code, parse_datetime, period_start, provenance_for
 from fhir_mappings.facts import AnalyteSeries, DataIssue, LabValue, Provenance, Qualitative, ReferenceRange
-from fhir_mappings.models import CodeableConcept, Coding, Observation, Quantity, ReferenceRangeElement
+from fhir_mappings.models import (
+    CodeableConcept,
+    Coding,
+    Observation,
+    ObservationComponent,
+    Quantity,
+    ReferenceRangeElement,
+)
 from fhir_mappings.ranges import default_range, qualitative_from_band
 from fhir_mappings.terminology import ConceptMatch, fold_text
-from fhir_mappings.units import KIT_UNIT_ANALYTES, Converted, conversion_factor, to_canonical
+from fhir_mappings.units import KIT_UNIT_ANALYTES, Converted, conversion_factor, normalise_unit, to_canonical
+from fhir_mappings.values import finite_number, implausible
 
-__all__ = ["LabContext", "build_series", "lab_value"]
+# What a value is read from: a whole Observation, or one component of a panel.
+Reading = Observation | ObservationComponent
+
+__all__ = ["LabContext", "build_series", "effective_of", "lab_value"]
 
 Comparator = Literal["<", "<=", ">", ">="]
 _COMPARATORS: Final[dict[str, Comparator]] = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "≤": "<=", "≥": ">="}
@@ -70,7 +81,7 @@ def _qualitative_from_text(text: str | None) -> Qualitative | None:
     return None
 
 
-def _interpretation(observation: Observation) -> str | None:
+def _interpretation(observation: Reading) -> str | None:
     for concept in observation.get("interpretation", ()):
         for coding in concept.get("coding", ()):
             code = coding.get("code")
@@ -83,12 +94,10 @@ _RANGE_CACHE: dict[tuple[object, ...], ReferenceRange | None] = {}
 
 
 def _bound(analyte: str, quantity: Quantity | None, fallback_unit: str | None) -> float | None:
-    if not quantity or quantity.get("value") is None:
+    value = finite_number(quantity.get("value")) if quantity else None
+    if quantity is None or value is None:
         return None
-    value = quantity.get("value")
     code, unit = quantity.get("code"), quantity.get("unit")
-    if value is None:
-        return None
     converted = to_canonical(analyte, value, code=code, unit=unit or (None if code else fallback_unit))
     return converted.value if isinstance(converted, Converted) else None
 
@@ -104,8 +113,8 @@ def _lab_range(analyte: str, element: ReferenceRangeElement | None, sent_unit: s
     key = (
         analyte,
         sent_unit,
-        tuple(low.items()) if low else None,
-        tuple(high.items()) if high else None,
+        tuple((k, repr(v)) for k, v in low.items()) if low else None,
+        tuple((k, repr(v)) for k, v in high.items()) if high else None,
     )
     if key in _RANGE_CACHE:
         return _RANGE_CACHE[key]
@@ -171,10 +180,21 @@ def _read_coded(concept: CodeableConcept) -> _Raw:
     return _Raw(qualitative=qualitative, original=shown)
 
 
-def _read_value(analyte: str, obs: Observation, range_element: ReferenceRangeElement | None) -> _Raw | None:
+class _NotANumber(Exception):
+    """A value position holds something that is not a finite JSON number."""
+
+    def __init__(self, sent: object) -> None:
+        super().__init__(sent)
+        self.shown = repr(sent)[:24]
+
+
+def _read_value(analyte: str, obs: Reading, range_element: ReferenceRangeElement | None) -> _Raw | None:
     quantity = obs.get("valueQuantity")
-    value = quantity.get("value") if quantity else None
-    if quantity and value is not None:
+    sent = quantity.get("value") if quantity else None
+    if quantity and sent is not None:
+        value = finite_number(sent)
+        if value is None:
+            raise _NotANumber(sent)
         comparator = _COMPARATORS.get(quantity.get("comparator") or "")
         code, unit = quantity.get("code"), quantity.get("unit")
         return _Raw(
@@ -193,39 +213,61 @@ def _read_value(analyte: str, obs: Observation, range_element: ReferenceRangeEle
         return _read_coded(coded)
     integer = obs.get("valueInteger")
     if integer is not None:
+        if isinstance(integer, bool) or not isinstance(integer, int):
+            raise _NotANumber(integer)
         return _read_string(analyte, str(integer), range_element)
     ratio = obs.get("valueRatio")
-    numerator = (ratio.get("numerator") or {}).get("value") if ratio else None
-    denominator = (ratio.get("denominator") or {}).get("value") if ratio else None
+    numerator = finite_number((ratio.get("numerator") or {}).get("value")) if ratio else None
+    denominator = finite_number((ratio.get("denominator") or {}).get("value")) if ratio else None
     if numerator == 1 and denominator:
         return _Raw(value=denominator, unit="{titer}", original=f"1:{_num(denominator)}")
     return None
 
 
-def _effective(obs: Observation) -> datetime | None:
-    return parse_datetime(obs.get("effectiveDateTime") or obs.get("effectiveInstant")) or period_start(
+def effective_of(obs: Observation) -> tuple[datetime | None, bool]:
+    """When the result was taken: effective[x], else ``issued`` (the report time; flagged); True if issued."""
+    effective = parse_datetime(obs.get("effectiveDateTime") or obs.get("effectiveInstant")) or period_start(
         obs.get("effectivePeriod")
     )
+    if effective is not None:
+        return effective, False
+    issued = parse_datetime(obs.get("issued"))
+    return issued, issued is not None
 
 
 def lab_value(
-    obs: Observation, coding: Coding, match: ConceptMatch, context: LabContext
+    obs: Observation,
+    coding: Coding,
+    match: ConceptMatch,
+    context: LabContext,
+    reading: ObservationComponent | None = None,
 ) -> LabValue | DataIssue | None:
-    """One usable LabValue, a DataIssue saying why the Observation is not used, or None when it is ignored."""
+    """One usable LabValue, a DataIssue saying why the Observation is not used, or None when it is ignored.
+
+    ``reading``: a component of the panel ``obs`` (its code, value and range); status and date are the panel's.
+    """
     status = obs.get("status") or "unknown"
     if status in _IGNORED_STATUS:
         return None
     analyte = match.concept_id
     resource_id = obs.get("id")
-    absent = obs.get("dataAbsentReason")
+    source: Reading = reading if reading is not None else obs
+    absent = source.get("dataAbsentReason")
     if absent is not None:
         reason = absent.get("text") or first_code(absent) or "unknown"
         return DataIssue(
             "data-absent", f"{analyte}: no value ({reason})", provenance_for("Observation", resource_id, coding, match)
         )
-    ranges = obs.get("referenceRange")
+    ranges = source.get("referenceRange")
     range_element = ranges[0] if ranges else None
-    raw = _read_value(analyte, obs, range_element)
+    try:
+        raw = _read_value(analyte, source, range_element)
+    except _NotANumber as exc:
+        return DataIssue(
+            "unusable-value",
+            f"{analyte}: value {exc.shown} is not a finite number; not used",
+            provenance_for("Observation", resource_id, coding, match),
+        )
     if raw is None or (raw.value is None and raw.qualitative is None):
         return DataIssue(
             "no-value", f"{analyte}: no readable value", provenance_for("Observation", resource_id, coding, match)
@@ -255,14 +297,26 @@ def lab_value(
             if raw.qualitative is None and isinstance(issue, DataIssue):
                 return issue
             value = None
-    effective = _effective(obs)
+    if value is not None and implausible(analyte, value):
+        return DataIssue(
+            "unusable-value",
+            f"{analyte}: {raw.original or value} is outside the plausible range; not used",
+            provenance,
+        )
+    if analyte == "egfr" and normalise_unit(raw.code or raw.unit) == "mL/min":
+        flags += ("unit-read-as-per-1.73m2",)
+    if reading is not None:
+        flags += ("panel-component",)
+    effective, by_issued = effective_of(obs)
     if effective is None:
         flags += ("no-effective-date",)
+    elif by_issued:
+        flags += ("dated-by-issued",)
     if status == "preliminary":
         flags += ("preliminary",)
     elif status not in _FINAL_STATUS:
         flags += (f"status-{status}",)
-    interpretation = _interpretation(obs)
+    interpretation = _interpretation(source)
     reference = _lab_range(analyte, range_element, raw.code or raw.unit) if value is not None else None
     if reference is None and unit and analyte not in KIT_UNIT_ANALYTES:
         reference = default_range(analyte, context.age_years, context.sex)
@@ -308,4 +362,4 @@ def build_series(analyte: str, values: Sequence[LabValue], *, now: datetime, loo
     if analyte == "egfr":
         preferred = next((v for v in current if v.provenance.code == _EGFR_PREFERRED), None)
         latest = preferred or latest
-    return AnalyteSeries(analyte, latest, history)
+    return AnalyteSeries(analyte, latest, history, start)

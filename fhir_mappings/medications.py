@@ -4,14 +4,15 @@ Implements the clinical brief §3a–§3b and §9.7: matching order ATC (exact c
 RxNorm (verified ingredient and clinical-drug codes), then EN/FR ingredient names (accent- and
 case-insensitive, synonym lists of §3b and rule C7), and last the ATC classes the brief names (M05BA
 bisphosphonates, A11CC vitamin D). CIP and UCD codes are accepted but never mapped from their digits; their
-display text is matched by name instead. A contained ``Medication`` is resolved through
-``medicationReference`` "#id" before matching (§9.8).
+display text is matched by name instead. A contained ``Medication`` ("#id") or one sent beside the requests
+(``search.mode: include``, "Medication/<id>") is resolved through ``medicationReference`` before matching
+(§9.8; issue 11: a brand display such as "COUMADIN 5 MG" must not lose its warfarin ingredient).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Final, Literal
+from collections.abc import Iterable, Mapping
+from typing import Any, Final, Literal
 
 from pydantic import ValidationError
 
@@ -35,8 +36,28 @@ MatchedBy = Literal["atc", "rxnorm", "name"]
 _CODE_ORDER: Final[tuple[tuple[str, MatchedBy], ...]] = ((ATC, "atc"), (RXNORM, "rxnorm"))
 
 
-def _resolve(request: MedicationRequest) -> tuple[list[CodeableConcept], list[DataIssue]]:
-    """The medication's code and, for a contained Medication, its ingredients."""
+def _concepts_of(raw: Mapping[str, Any]) -> list[CodeableConcept] | None:
+    try:
+        medication = MEDICATION.validate_python(raw)
+    except ValidationError:
+        return None
+    concepts = [medication["code"]] if medication.get("code") else []
+    concepts += [item for i in medication.get("ingredient", []) if (item := i.get("itemCodeableConcept"))]
+    return concepts
+
+
+def _referenced(target: str, definitions: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """A Medication sent beside the requests (``search.mode: include``), by relative, absolute or fullUrl reference."""
+    found = definitions.get(target)
+    if found is None and "/Medication/" in f"/{target}":
+        found = definitions.get("Medication/" + target.rsplit("/Medication/", 1)[-1].split("/_history", 1)[0])
+    return found
+
+
+def _resolve(
+    request: MedicationRequest, definitions: Mapping[str, Mapping[str, Any]]
+) -> tuple[list[CodeableConcept], list[DataIssue]]:
+    """The medication's code and, for a contained or included Medication, its code and ingredients."""
     concept = request.get("medicationCodeableConcept")
     if concept:
         return [concept], []
@@ -44,19 +65,18 @@ def _resolve(request: MedicationRequest) -> tuple[list[CodeableConcept], list[Da
     if not reference:
         return [], []
     target = reference.get("reference") or ""
+    raw: Mapping[str, Any] | None = None
     if target.startswith("#"):
-        for raw in request.get("contained", []):
-            if raw.get("resourceType") == "Medication" and raw.get("id") == target[1:]:
-                try:
-                    medication = MEDICATION.validate_python(raw)
-                except ValidationError:
-                    break
-                concepts = [medication["code"]] if medication.get("code") else []
-                concepts += [item for i in medication.get("ingredient", []) if (item := i.get("itemCodeableConcept"))]
-                return concepts, []
+        raw = next((c for c in request.get("contained", [])
+                    if c.get("resourceType") == "Medication" and c.get("id") == target[1:]), None)
+    elif target:
+        raw = _referenced(target, definitions)
+    concepts = _concepts_of(raw) if raw is not None else None
+    if concepts is not None:
+        return concepts, []
     issue = DataIssue(
         "unresolved-medication",
-        f"medicationReference {target or '(empty)'} is not a contained Medication; matched on its display only",
+        f"medicationReference {target or '(empty)'} was not sent (contained or included); matched on its display only",
         Provenance("MedicationRequest", request.get("id")),
     )
     display = reference.get("display")
@@ -95,9 +115,12 @@ def _route(request: MedicationRequest) -> str | None:
 
 
 def read_medication_request(
-    request: MedicationRequest, locales: tuple[str, ...]
+    request: MedicationRequest,
+    locales: tuple[str, ...],
+    definitions: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[list[MedicationFact], list[DataIssue]]:
-    concepts, issues = _resolve(request)
+    """``definitions``: Medication resources sent beside the requests, keyed "Medication/<id>" (and fullUrl)."""
+    concepts, issues = _resolve(request, definitions or {})
     items = [coding for concept in concepts for coding in codings(concept)]
     texts = [
         t for concept in concepts for t in (concept.get("text"), *(c.get("display") for c in codings(concept))) if t

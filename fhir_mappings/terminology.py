@@ -29,6 +29,7 @@ __all__ = [
     "ConceptMatch",
     "ConceptRow",
     "atc_class_concept",
+    "bodysite_name",
     "canonical_system",
     "concept_display",
     "concept_groups",
@@ -46,7 +47,9 @@ __all__ = [
     "observation_loinc_codes",
 ]
 
-Kind = Literal["lab", "condition", "medication", "bodysite"]
+# "observation": a non-laboratory Observation the context reader uses (pregnancy status, gestational age);
+# "answer": a coded Observation value (LOINC answer codes such as LA15173-0 "Pregnant").
+Kind = Literal["lab", "condition", "medication", "bodysite", "observation", "answer"]
 Locale = Literal["en", "fr"]
 
 LOINC = "http://loinc.org"
@@ -77,6 +80,17 @@ _SYSTEM_ALIASES: dict[str, str] = {
     "https://smt.esante.gouv.fr/terminologie-bdpm": _CIP,
     "https://smt.esante.gouv.fr/terminologie-cip_ucd": _UCD,
     "http://data.esante.gouv.fr/ansm/medicament/ucd": _UCD,
+    # Vendors send the https form of the LOINC URI, and OID URNs (issue 11). OIDs: HL7 Terminology (THO),
+    # "External Code Systems" table (LOINC 6.1, SNOMED CT 6.96, RxNorm 6.88, ICD-10-CM 6.90, ATC 6.73);
+    # ICD-10 (WHO) 6.3 is also in the clinical brief §9.5.
+    "https://loinc.org": LOINC,
+    "urn:oid:2.16.840.1.113883.6.1": LOINC,
+    "urn:oid:2.16.840.1.113883.6.96": SNOMED,
+    "https://snomed.info/sct": SNOMED,
+    "urn:oid:2.16.840.1.113883.6.90": ICD10_CM,
+    "urn:oid:2.16.840.1.113883.6.3": ICD10,
+    "urn:oid:2.16.840.1.113883.6.88": RXNORM,
+    "urn:oid:2.16.840.1.113883.6.73": ATC,
 }
 _ICD_SYSTEMS = frozenset({ICD10, ICD10_CM})
 
@@ -126,6 +140,10 @@ class _Tables:
     medication_names: tuple[tuple[str, str, str], ...]
     bodysite_names: tuple[tuple[str, str, str], ...]
     atc_classes: tuple[tuple[str, str], ...]
+    # (system URI, code prefix, concept id): code families the knowledge gives as a prefix ("O09.-").
+    code_prefixes: tuple[tuple[str, str, str], ...]
+    # (concept id, locale) -> first name as written (accents kept) for display.
+    bodysite_display: dict[tuple[str, str], str]
 
 
 def _read_csv(name: str) -> Iterator[dict[str, str]]:
@@ -137,7 +155,14 @@ def _groups(value: str) -> tuple[str, ...]:
     return tuple(g for g in value.split(";") if g)
 
 
-_KINDS: dict[str, Kind] = {"lab": "lab", "condition": "condition", "medication": "medication", "bodysite": "bodysite"}
+_KINDS: dict[str, Kind] = {
+    "lab": "lab",
+    "condition": "condition",
+    "medication": "medication",
+    "bodysite": "bodysite",
+    "observation": "observation",
+    "answer": "answer",
+}
 
 
 @lru_cache(maxsize=1)
@@ -172,7 +197,11 @@ def _tables() -> _Tables:
         (fold_text(r["name"]), r["concept_id"], r["locale"]) for r in _read_csv("bodysite_names.csv")
     )
     atc_classes = tuple((r["prefix"], r["concept_id"]) for r in _read_csv("atc_classes.csv"))
-    return _Tables(rows, by_key, labels, medication_names, bodysite_names, atc_classes)
+    prefixes = tuple((r["system"], r["prefix"], r["concept_id"]) for r in _read_csv("code_prefixes.csv"))
+    display: dict[tuple[str, str], str] = {}
+    for r in _read_csv("bodysite_names.csv"):
+        display.setdefault((r["concept_id"], r["locale"]), r["name"])
+    return _Tables(rows, by_key, labels, medication_names, bodysite_names, atc_classes, prefixes, display)
 
 
 @lru_cache(maxsize=512)
@@ -211,8 +240,11 @@ def lookup(system: str | None, code: str | None) -> ConceptMatch | None:
         return None
     uri = canonical_system(system)
     normalised = normalise_code(uri, code)
-    by_key = _tables().by_key
+    tables = _tables()
+    by_key = tables.by_key
     found = by_key.get((uri or "", normalised))
+    if found is None:
+        found = _by_prefix(tables, uri, normalised)
     if found is not None or uri != ICD10:
         return found
     # National extensions (ATIH) add characters after the WHO code: "E83.58" -> "E83.5" -> "E83".
@@ -222,6 +254,14 @@ def lookup(system: str | None, code: str | None) -> ConceptMatch | None:
         found = by_key.get((ICD10, parent))
         if found is not None:
             return found
+    return None
+
+
+def _by_prefix(tables: _Tables, uri: str | None, code: str) -> ConceptMatch | None:
+    for system, prefix, concept_id in tables.code_prefixes:
+        if system == uri and code.startswith(prefix):
+            label = tables.labels[concept_id]
+            return ConceptMatch(concept_id, label.kind, label.groups, "VERIFIED", label.en, system, code)
     return None
 
 
@@ -305,6 +345,11 @@ def _find_names(folded: str, names: tuple[tuple[str, str, str], ...], locales: t
         if locale in locales and f" {name} " in padded:
             found.setdefault(concept_id, None)
     return tuple(found)
+
+
+def bodysite_name(concept_id: str, locale: Locale = "en") -> str | None:
+    """The first name of a body site in ``locale`` ("knee", "genou"), as written in bodysite_names.csv."""
+    return _tables().bodysite_display.get((concept_id, locale))
 
 
 def find_medication_names(folded_text: str, locales: tuple[str, ...] = ("en", "fr")) -> tuple[str, ...]:

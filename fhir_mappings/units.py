@@ -8,6 +8,7 @@ never guessed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
@@ -35,7 +36,9 @@ EGFR_UNIT: Final = "mL/min/{1.73_m2}"
 # Factor that multiplies a value in the sent unit to give the canonical unit. The constants are the brief's
 # §4a factors, applied in the direction the brief states them (mmol/L = mg/dL × 0.2495 is the inverse of
 # mg/dL = mmol/L × 4.008; the brief gives both and the forward factor is used as written).
-_CALCIUM = {MG_DL: 1.0, MMOL_L: 4.008}
+# Calcium is divalent: 1 mmol/L = 2 mEq/L (the same valence rule as the brief's magnesium row, §4a).
+_CALCIUM = {MG_DL: 1.0, MMOL_L: 4.008, "meq/L": 4.008 / 2}
+_WEIGHT = {"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237}
 _TABLE: Final[dict[str, tuple[str, dict[str, float]]]] = {
     "calcium_total": (MG_DL, _CALCIUM),
     "calcium_corrected": (MG_DL, _CALCIUM),
@@ -49,7 +52,8 @@ _TABLE: Final[dict[str, tuple[str, dict[str, float]]]] = {
     # mEq/L = mmol/L × 2 for a divalent ion, then mmol/L → mg/dL through the brief's 0.4114.
     "magnesium": (MG_DL, {MG_DL: 1.0, MMOL_L: 1 / 0.4114, "meq/L": 1 / (2 * 0.4114)}),
     "bicarbonate": (MMOL_L, {MMOL_L: 1.0, "meq/L": 1.0}),
-    "egfr": (EGFR_UNIT, {EGFR_UNIT: 1.0}),
+    # An eGFR code sent in "mL/min" is read as per 1.73 m² (flagged: the code itself says indexed; issue 11).
+    "egfr": (EGFR_UNIT, {EGFR_UNIT: 1.0, "mL/min": 1.0}),
     "crcl_cg": ("mL/min", {"mL/min": 1.0}),
     # Urea nitrogen and urea stay separate analytes (brief §1: "urea ≠ urea nitrogen"). Urea nitrogen in
     # mmol/L is the urea molar concentration, so the brief's "urea (mmol/L) = BUN (mg/dL) × 0.357" converts it.
@@ -66,6 +70,11 @@ _TABLE: Final[dict[str, tuple[str, dict[str, float]]]] = {
     "c4": (MG_DL, {MG_DL: 1.0, "g/L": 100.0}),
     "crp": ("mg/L", {"mg/L": 1.0, MG_DL: 10.0}),
     "dsdna": ("[IU]/mL", {"[IU]/mL": 1.0}),
+    # Safety addendum S36 (G-BODY): convert on the UCUM code: kg, g, [lb_av]; cm, m, [in_i].
+    "body_weight": ("kg", _WEIGHT),
+    "body_weight_stated": ("kg", _WEIGHT),
+    "dry_weight": ("kg", _WEIGHT),
+    "body_height": ("cm", {"cm": 1.0, "m": 100.0, "[in_i]": 2.54}),
 }
 
 # Antibody results are kit-specific (brief §1, §4e): a numeric value keeps the unit the lab sent and is judged
@@ -89,9 +98,22 @@ _SPELLINGS: Final[dict[str, str]] = {
     "u/l": U_L,
     "ml/min/{1.73_m2}": EGFR_UNIT,
     "ml/min": "mL/min",
+    # International units and enzyme units are reported interchangeably for enzyme activity (ALP, CK...).
+    "[iu]/l": U_L,
+    "iu/l": U_L,
+    "ui/l": U_L,
     "meq/l": "meq/L",
     "%": "%",
     "kg/m2": "kg/m2",
+    "kg": "kg",
+    "g": "g",
+    "[lb_av]": "[lb_av]",
+    "lb": "[lb_av]",
+    "lbs": "[lb_av]",
+    "cm": "cm",
+    "m": "m",
+    "[in_i]": "[in_i]",
+    "in": "[in_i]",
     "mg/l": "mg/L",
 }
 
@@ -104,13 +126,20 @@ class Converted:
     source_unit: str
 
 
+# Per-1.73 m² spellings labs send for eGFR: "mL/min/1.73m2", "mL/min/1.73.m2", "ml/min/1,73 m²" (issue 11).
+_PER_BSA = re.compile(r"^ml/min/\{?1[.,]73[ ._]?m(?:2|²|\^2)\}?$")
+
+
 @lru_cache(maxsize=1024)
 def normalise_unit(unit: str | None) -> str | None:
     """The project spelling of a UCUM unit ("µmol/L" -> "umol/L", "mEq/L" -> "meq/L"), None if unknown."""
     if unit is None:
         return None
     key = unit.strip().replace("µ", "u").replace("μ", "u").lower()
-    return _SPELLINGS.get(key)
+    spelled = _SPELLINGS.get(key)
+    if spelled is None and _PER_BSA.match(key.replace(" ", "")):
+        return EGFR_UNIT
+    return spelled
 
 
 def canonical_unit(analyte: str) -> str | None:

@@ -178,20 +178,46 @@ def _request_body(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
+_JWT_SCHEME = "cdsClientJwt"
+_ACCEPT_LANGUAGE = {
+    "name": "Accept-Language", "in": "header", "required": False,
+    "description": "en or fr (RFC 9110 q-values); the configured locale otherwise",
+    "schema": {"type": "string", "maxLength": 256},
+}
+
+
 def _install_openapi(app: FastAPI) -> None:
     """Request bodies are read by hand (415/413/400 before parsing), so their schemas are declared through
-    ``openapi_extra``; their nested models must then be added to ``components`` for the refs to resolve."""
+    ``openapi_extra``; their nested models must then be added to ``components`` for the refs to resolve.
+
+    The document says what the code does (issue 16 item 9): no 422 (validation errors are 400
+    OperationOutcomes), the CDS client JWT as a bearer scheme (optional on discovery), Accept-Language on calls.
+    """
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             spec = build()
-            components = spec.setdefault("components", {}).setdefault("schemas", {})
-            for path in spec.get("paths", {}).values():
-                for operation in path.values():
+            components = spec.setdefault("components", {})
+            schemas = components.setdefault("schemas", {})
+            components["securitySchemes"] = {_JWT_SCHEME: {
+                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "CDS Hooks 2.0 #trusting-cds-clients: a JWT signed by the CDS client",
+            }}
+            for path, item in spec.get("paths", {}).items():
+                for method, operation in item.items():
                     content = operation.get("requestBody", {}).get("content", {})
                     for media in content.values():
-                        components.update(media.get("schema", {}).pop("$defs", {}))
+                        schemas.update(media.get("schema", {}).pop("$defs", {}))
+                    operation.get("responses", {}).pop("422", None)
+                    if path.startswith("/cds-services"):
+                        # Discovery: a JWT is optional (CDS_DISCOVERY_AUTH=optional, the default).
+                        optional = method == "get"
+                        operation["security"] = [{_JWT_SCHEME: []}, *([{}] if optional else [])]
+                    if method == "post" and path.startswith("/cds-services/"):
+                        operation.setdefault("parameters", []).append(dict(_ACCEPT_LANGUAGE))
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(unused, None)
             app.openapi_schema = spec
         return app.openapi_schema
 
@@ -203,7 +229,7 @@ def _install_routes(app: FastAPI) -> None:
         "/cds-services",
         response_model=DiscoveryResponse,
         response_model_exclude_none=True,
-        responses=_documented(401, 429),
+        responses=_documented(401, 429, 503),
         tags=["cds-hooks"],
     )
     async def discovery(request: Request, runtime: RuntimeDep) -> Response:
@@ -255,14 +281,19 @@ def _install_routes(app: FastAPI) -> None:
     @app.get(
         "/readyz",
         tags=["operations"],
-        responses={503: {"description": "A store is unreachable"}},
+        responses={503: {"description": "Not ready: the audit store, a disk or the FHIR pools (named)"}},
     )
     async def readyz(runtime: RuntimeDep) -> Response:
-        """The stores the service needs are reachable."""
+        """The audit store answers, the disks written to accept writes, no FHIR pool is saturated or leaked."""
+        problems: list[str] = []
         try:
             await runtime.audit.ping()
         except AuditError:
-            return error_response(ServiceUnavailable("audit store unreachable"))
+            problems.append("audit store unreachable")
+        for check in runtime.readiness:
+            problems.extend(await check())
+        if problems:
+            return error_response(ServiceUnavailable("; ".join(problems)))
         return json_response({"status": "ready"})
 
 

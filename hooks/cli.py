@@ -12,17 +12,37 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from hooks.settings import DEVELOPMENT_AUDIT_KEY
+
+if TYPE_CHECKING:
+    from hooks.settings import Settings
 
 __all__ = ["main"]
 
 log = logging.getLogger("calcinosis_cds")
 
-_DEV_BANNER = """
-****************************************************************************
-  DEVELOPMENT MODE: authentication is OFF (CDS_AUTH_REQUIRED=false).
-  Any local process can call this service; it is bound to {host} only.
-  The audit chain uses a public development key. Never use it with real PHI.
-****************************************************************************"""
+_RULE = "*" * 76
+
+
+def startup_banner(settings: Settings, host: str) -> str | None:
+    """The warning printed at start when the service is not secured; None when there is nothing to warn of.
+
+    Each line states what is actually so (issue 16 item 9: a banner that claimed a public key while a real
+    one was set taught operators to ignore it).
+    """
+    lines = []
+    if not settings.auth_required:
+        mode = "DEVELOPMENT MODE" if settings.is_development else f"{settings.environment.upper()} MODE"
+        lines += [f"  {mode}: authentication is OFF (CDS_AUTH_REQUIRED=false).",
+                  f"  Any local process can call this service; it is bound to {host} only."]
+    key = settings.audit_key.get_secret_value() if settings.audit_key else None
+    if key == DEVELOPMENT_AUDIT_KEY:
+        lines.append("  The audit chain uses the public development key. Never use it with real PHI.")
+    if not lines:
+        return None
+    return "\n".join(["", _RULE, *lines, _RULE])
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -59,6 +79,8 @@ def _serve(args: argparse.Namespace) -> int:
         # Idle keep-alive connections are closed after 5 s so slow or abandoned clients cannot hold slots.
         timeout_keep_alive=5,
         timeout_graceful_shutdown=10,
+        # None by default: the service's own limit (CDS_MAX_CONCURRENT_CALLS) answers an audited
+        # OperationOutcome; uvicorn's would be a plain-text 503 that nobody audits.
         limit_concurrency=args.limit_concurrency,
         server_header=False,
     )
@@ -68,8 +90,9 @@ def _serve(args: argparse.Namespace) -> int:
             await app.state.prepare()
         except REFUSALS as error:
             return refuse(error)
-        if not settings.auth_required:
-            log.warning(_DEV_BANNER.format(host=args.host))
+        banner = startup_banner(settings, args.host)
+        if banner:
+            log.warning(banner)
         await uvicorn.Server(config).serve()
         return 0
 
@@ -95,7 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the CDS Hooks endpoints")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--limit-concurrency", type=int, default=200, help="503 beyond this many connections")
+    serve.add_argument(
+        "--limit-concurrency", type=int, default=None,
+        help="uvicorn's own connection cap (plain-text 503); off by default, the proxy and the service limit",
+    )
     serve.set_defaults(func=_serve)
 
     assess = commands.add_parser("assess", help="run the clinical engine on a FHIR Bundle file and print the cards")

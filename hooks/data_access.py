@@ -21,6 +21,11 @@ One key's fetch failing (even by raising) fails that key only: the others run to
 when the deadline cuts a fetch short (``FetchProgress``).
 A ``fhirAuthorization.patient`` other than ``context.patientId`` makes the token unusable (security brief
 §2.2 point 2): nothing is queried with it, and essential data that only it could fetch gives 412.
+
+Data about another patient is an error, never filtered out in silence (issue 16 item 6): a resource whose
+``subject`` (or ``patient``) does not resolve to ``context.patientId``, relative or absolute on the same
+``fhirServer``, or a Patient that is not that patient, makes the call fail: 400 when the EHR prefetched it,
+412 when ``fhirServer`` answered it, naming the key either way.
 """
 
 from __future__ import annotations
@@ -34,20 +39,25 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from fhir_mappings.models import PrefetchValue
-from fhir_mappings.models import classify_prefetch_value as read_prefetch_value
+from fhir_mappings.prefetch import PrefetchValue
+from fhir_mappings.prefetch import classify_prefetch_value as read_prefetch_value
 from hooks.audit.records import FhirQuery, PrefetchStateName, TokenUse
-from hooks.errors import BadRequest
+from hooks.errors import BadRequest, CdsError, PreconditionFailed
+from hooks.fhir.allowlist import normalise_base
+from hooks.models import is_fhir_id
 
 __all__ = [
+    "ByteBudget",
     "FetchProgress",
     "FetchResult",
     "FhirFetcher",
     "KeyData",
     "ResolvedData",
+    "call_byte_budget",
     "classify_prefetch_value",
     "fetch_progress",
     "fill_template",
+    "not_about_patient",
     "resolve_prefetch",
     "scope_allows_read",
 ]
@@ -71,6 +81,8 @@ def fill_template(template: str, context: Mapping[str, Any]) -> str | None:
     """Replace 2.0 prefetch tokens; None when a token cannot be filled (the key is then unobtainable).
 
     Only ``{{context.<root primitive>}}`` and the four user tokens exist in CDS Hooks 2.0 (#prefetch-tokens).
+    Every value filled in must be a FHIR id (not ``.`` or ``..``): it becomes part of a URL path or search,
+    so anything else could turn a read into a search of all patients or add search parameters.
     """
     missing = False
 
@@ -85,13 +97,56 @@ def fill_template(template: str, context: Mapping[str, Any]) -> str | None:
             value = ident if kind == _USER_TOKENS[token] else None
         else:
             value = None
-        if not isinstance(value, str | int) or isinstance(value, bool) or value == "":
+        if not isinstance(value, str | int) or isinstance(value, bool) or not is_fhir_id(str(value)):
             missing = True
             return ""
         return str(value)
 
     filled = _TOKEN.sub(substitute, template)
     return None if missing else filled
+
+
+_VERSIONED = re.compile(r"^Patient/([^/]+)(/_history/[^/]+)?$")
+
+
+def not_about_patient(resource: Mapping[str, Any], patient_id: str, fhir_server: str | None) -> str | None:
+    """Why ``resource`` is not about ``patient_id`` (None when it is, or when it names no patient at all).
+
+    A ``subject``/``patient`` that is present must be a reference to ``Patient/<patient_id>``: relative
+    (optionally versioned) or absolute under ``fhir_server``. A bare identifier, a display, a contained or
+    ``urn:uuid`` reference, another id, or the same id on another server do not resolve to the patient.
+    A resource without either element carries no patient of its own (the query was scoped to the patient).
+    """
+    kind = str(resource.get("resourceType"))
+    if kind == "Patient":
+        return None if resource.get("id") == patient_id else "a Patient that is not context.patientId"
+    subject = resource.get("subject") if "subject" in resource else resource.get("patient")
+    if subject is None:
+        return None
+    reference = subject.get("reference") if isinstance(subject, dict) else None
+    if not isinstance(reference, str):
+        return f"a {kind} whose subject is not a reference to context.patientId"
+    relative = reference
+    if "://" in reference:
+        prefix, _, tail = reference.rpartition("/Patient/")
+        server = normalise_base(fhir_server) if fhir_server else None
+        if not tail or server is None or normalise_base(prefix) != server:
+            return f"a {kind} whose subject is on another server than fhirServer, not context.patientId"
+        relative = "Patient/" + tail
+    match = _VERSIONED.match(relative)
+    if match is None or match.group(1) != patient_id:
+        return f"a {kind} about another patient than context.patientId"
+    return None
+
+
+def _first_foreign(
+    resources: list[dict[str, Any]], patient_id: str, fhir_server: str | None
+) -> str | None:
+    for resource in resources:
+        reason = not_about_patient(resource, patient_id, fhir_server)
+        if reason is not None:
+            return reason
+    return None
 
 
 def classify_prefetch_value(value: Any) -> PrefetchValue:
@@ -127,6 +182,8 @@ class ResolvedData:
     keys: dict[str, KeyData] = field(default_factory=dict)
     queries: list[FhirQuery] = field(default_factory=list)
     token_use: TokenUse = "none"
+    # Set when fhirServer answered data about another patient: the call must fail with it once audited.
+    refusal: CdsError | None = None
 
     def resources(self, key: str) -> list[dict[str, Any]]:
         data = self.keys.get(key)
@@ -174,6 +231,32 @@ def fetch_progress() -> FetchProgress | None:
     return _progress.get()
 
 
+@dataclass(slots=True)
+class ByteBudget:
+    """FHIR answer bytes one hook call may still read, shared by all its keys: a cap on memory per call.
+
+    Parsed JSON takes several times its size in memory, so the bytes read bound what one call can hold.
+    """
+
+    total: int
+    used: int = 0
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.total - self.used)
+
+    def charge(self, size: int) -> None:
+        self.used += size
+
+
+_budget: ContextVar[ByteBudget | None] = ContextVar("calcinosis_call_byte_budget", default=None)
+
+
+def call_byte_budget() -> ByteBudget | None:
+    """The byte budget of the hook call the current task fetches for (None outside ``resolve_prefetch``)."""
+    return _budget.get()
+
+
 class FhirFetcher(Protocol):
     """Queries the EHR's FHIR server for one prefetch key (implemented in ``hooks.fhir_client``)."""
 
@@ -215,16 +298,19 @@ async def resolve_prefetch(
     authorized_patient: str | None = None,
     token_expires_in: float | None = None,
     token_scope: str | None = None,
+    max_call_bytes: int | None = None,
 ) -> ResolvedData:
     """Resolve every declared prefetch key; missing keys are fetched concurrently before ``deadline``.
 
     ``deadline`` is a ``time.monotonic()`` value. ``authorized_patient`` is ``fhirAuthorization.patient``;
     ``token_expires_in`` its ``expires_in``: no FHIR call is made once the token has (nearly) expired;
     ``token_scope`` its ``scope``: a key whose resource type the SMART scopes do not grant is not queried.
+    ``max_call_bytes`` bounds the FHIR answer bytes all keys of this call may read together.
     Keys the EHR sent that the service did not declare are ignored (a client only sends what was asked).
     """
     resolved = ResolvedData(token_use="not-used" if access_token else "none")
     received = prefetch or {}
+    patient_id = str(context.get("patientId", ""))
     pending: dict[str, tuple[str, bool]] = {}  # key -> (query, or the EHR's next link when True)
     for key, template in templates.items():
         if key in received:
@@ -233,6 +319,10 @@ async def resolve_prefetch(
                 resolved.keys[key] = KeyData(key, "null", [])
                 continue
             if classified.kind == "present":
+                foreign = _first_foreign(list(classified.resources), patient_id, fhir_server)
+                if foreign is not None:
+                    raise BadRequest(f"prefetch key '{key}' holds {foreign}", expression=[f"prefetch.{key}"],
+                                     failure="wrong-patient")
                 resolved.keys[key] = KeyData(key, "present", list(classified.resources))
                 if classified.next_link:
                     pending[key] = (classified.next_link, True)
@@ -266,7 +356,11 @@ async def resolve_prefetch(
             _incomplete(resolved.keys[key], unusable or "no fhirServer to query")
         return resolved
 
+    budget = ByteBudget(max_call_bytes) if max_call_bytes is not None else None
+
     async def run(key: str, target: str, is_next: bool) -> FetchResult:
+        # Each key's task has its own context: all of them share (and charge) the call's one budget.
+        _budget.set(budget)
         arguments: dict[str, Any] = {
             "key": key, "fhir_server": fhir_server, "access_token": access_token,
             "deadline": deadline, "allowed_bases": allowed_bases,
@@ -301,6 +395,15 @@ async def resolve_prefetch(
         data = resolved.keys[key]
         if result.resources is None:
             _incomplete(data, result.failure or "the FHIR server gave no usable answer")
+            continue
+        foreign = _first_foreign(result.resources, patient_id, fhir_server)
+        if foreign is not None:
+            _incomplete(data, f"fhirServer answered {foreign}")
+            if resolved.refusal is None:
+                resolved.refusal = PreconditionFailed(
+                    f"CDS Hooks prefetch key '{key}': fhirServer answered {foreign}", expression=[f"prefetch.{key}"],
+                    failure="wrong-patient",
+                )
             continue
         data.fetched = True
         if is_next and data.resources is not None:

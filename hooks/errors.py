@@ -53,10 +53,14 @@ class CdsError(Exception):
     # The audit trail records failures by reason class only (never request content).
     reason_class: ClassVar[str] = "error"
 
-    def __init__(self, diagnostics: str, *, expression: list[str] | None = None) -> None:
+    def __init__(
+        self, diagnostics: str, *, expression: list[str] | None = None, failure: str | None = None
+    ) -> None:
         super().__init__(diagnostics)
         self.diagnostics = diagnostics
         self.expression = expression
+        # A finer reason class for the audit record than the class-wide one (e.g. "wrong-patient").
+        self.failure = failure
         # Set on rejections after the issuer was found on the allow-list, for the audit record (brief §3.3:
         # "401s, with iss/kid/reason class"); never shown to the client.
         self.caller_iss: str | None = None

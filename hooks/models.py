@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import (
@@ -28,6 +29,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "EARLIEST_OUTCOME",
     "SUMMARY_MAX_CHARS",
     "Action",
     "Card",
@@ -48,18 +50,36 @@ __all__ = [
     "Source",
     "Suggestion",
     "context_model_for",
+    "is_fhir_id",
 ]
 
 # "summary ... MUST be less than 140 characters" (#card-attributes): 139 is the longest allowed.
 SUMMARY_MAX_CHARS = 139
 
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]{1,8192}=*")
-_REFERENCE = re.compile(r"^[A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_REFERENCE = re.compile(r"^[A-Za-z]+/([A-Za-z0-9\-.]{1,64})$")
 _USER_TYPES = ("Practitioner", "PractitionerRole", "Patient", "RelatedPerson")
+# FHIR R4 instant (http://hl7.org/fhir/R4/datatypes.html#instant): a zone is required, seconds too.
+_FHIR_INSTANT = re.compile(
+    r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)-(0[1-9]|1[0-2])-(0[1-9]|[1-2][0-9]|3[0-1])"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
+)
+# Feedback about a card cannot predate this service (nor CDS Hooks itself): an earlier outcomeTimestamp is a
+# client bug such as "0" or 5 read as 1970, not an outcome. The upper bound is the receiving clock (pipeline).
+EARLIEST_OUTCOME = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def is_fhir_id(value: str) -> bool:
+    """FHIR id syntax, minus ``.`` and ``..``: as a path segment they would turn a read into a search or
+    climb out of the resource type (``Patient/.`` is ``Patient/``, every patient)."""
+    return bool(_FHIR_ID.fullmatch(value)) and value.strip(".") != ""
 
 
 class _Incoming(BaseModel):
-    model_config = ConfigDict(extra="allow", str_strip_whitespace=False)
+    # Strict: a JSON string is never read as a number, a number never as a string or a bool (the spec types
+    # each field; "10.9" for a number or 5 for a timestamp is a client bug to report, not to guess at).
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=False, strict=True)
 
 
 class _Outgoing(BaseModel):
@@ -86,7 +106,7 @@ class FhirAuthorization(_Incoming):
 
     model_config = ConfigDict(extra="allow", strict=True)
 
-    access_token: SecretStr
+    access_token: SecretStr = Field(json_schema_extra={"pattern": "^" + _B64TOKEN.pattern + "$", "format": None})
     token_type: str = Field(json_schema_extra={"pattern": "^[Bb][Ee][Aa][Rr][Ee][Rr]$"})
     expires_in: StrictInt
     scope: str
@@ -117,15 +137,16 @@ class _HookContext(_Incoming):
     @field_validator("userId")
     @classmethod
     def _user_reference(cls, value: str) -> str:
-        if not _REFERENCE.match(value) or value.split("/", 1)[0] not in _USER_TYPES:
+        match = _REFERENCE.match(value)
+        if not match or value.split("/", 1)[0] not in _USER_TYPES or not is_fhir_id(match.group(1)):
             raise ValueError("userId must be a Practitioner, PractitionerRole, Patient or RelatedPerson reference")
         return value
 
     @field_validator("patientId", "encounterId")
     @classmethod
     def _fhir_id(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", value):
-            raise ValueError("must be a FHIR id")
+        if value is not None and not is_fhir_id(value):
+            raise ValueError("must be a FHIR id ([A-Za-z0-9-.]{1,64}, not '.' or '..')")
         return value
 
 
@@ -154,7 +175,7 @@ class OrderSelectContext(OrderSignContext):
     @field_validator("selections")
     @classmethod
     def _references(cls, value: list[str]) -> list[str]:
-        if not all(_REFERENCE.match(item) for item in value):
+        if not all((match := _REFERENCE.match(item)) and is_fhir_id(match.group(1)) for item in value):
             raise ValueError("selections must be Type/id references")
         return value
 
@@ -331,6 +352,12 @@ class FeedbackCoding(_Incoming):
 
 
 class FeedbackOverrideReason(_Incoming):
+    # A reason or a comment, as a value rather than null (the schema says what _something checks).
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["reason"], "properties": {"reason": {"type": "object"}}},
+        {"required": ["userComment"], "properties": {"userComment": {"type": "string"}}},
+    ]})
+
     reason: FeedbackCoding | None = None
     userComment: str | None = Field(default=None, max_length=4000)
 
@@ -348,7 +375,26 @@ class FeedbackItem(_Incoming):
     outcome: Literal["accepted", "overridden"]
     acceptedSuggestions: list[AcceptedSuggestion] | None = None
     overrideReason: FeedbackOverrideReason | None = None
-    outcomeTimestamp: AwareDatetime
+    # Not strict: the instant arrives as a JSON string and becomes a datetime (checked as an instant first).
+    outcomeTimestamp: AwareDatetime = Field(strict=False, json_schema_extra={"pattern": _FHIR_INSTANT.pattern})
+
+    @field_validator("outcomeTimestamp", mode="before")
+    @classmethod
+    def _instant(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not _FHIR_INSTANT.fullmatch(value):
+            raise ValueError("outcomeTimestamp must be a FHIR instant such as 2021-12-11T10:05:31Z")
+        return value
+
+    @field_validator("outcomeTimestamp")
+    @classmethod
+    def _representable(cls, value: datetime) -> datetime:
+        try:
+            in_utc = value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("outcomeTimestamp is outside the calendar once converted to UTC") from None
+        if in_utc < EARLIEST_OUTCOME:
+            raise ValueError(f"outcomeTimestamp is before {EARLIEST_OUTCOME:%Y-%m-%d}")
+        return value
 
     @model_validator(mode="after")
     def _accepted_needs_suggestions(self) -> FeedbackItem:

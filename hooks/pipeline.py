@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,6 +33,7 @@ from hooks.errors import (
     operation_outcome,
 )
 from hooks.models import CdsRequest, FeedbackItem, FeedbackRequest, context_model_for
+from hooks.offload import run_off_loop
 from hooks.registry import HookCall
 from hooks.runtime import Runtime
 from hooks.web import describe_validation, endpoint_url, error_response, json_response, preferred_locale, read_json_body
@@ -41,12 +42,29 @@ __all__ = ["audited", "handle_feedback", "handle_service_call", "refusal_respons
 
 log = logging.getLogger("calcinosis_cds")
 
+# An outcome cannot be later than its receipt; this much clock skew between the EHR and us is tolerated.
+_OUTCOME_CLOCK_SKEW = timedelta(minutes=5)
+
+
+def _overloaded() -> ServiceUnavailable:
+    return ServiceUnavailable("the service is handling as many calls as it can; retry", failure="overloaded")
+
 
 async def handle_service_call(service_id: str, request: Request, runtime: Runtime) -> Response:
-    settings = runtime.settings
+    """A hook call, admitted while fewer than CDS_MAX_CONCURRENT_CALLS run; refused at once (503) otherwise."""
     started = time.perf_counter()
     record = HookCallRecord(record_id=str(uuid.uuid4()), received_at=runtime.clock(), service_id=service_id)
     record.code_version = __version__
+    if runtime.call_slots.locked():
+        return await audited(runtime, record, refusal_response(record, _overloaded()), started)
+    async with runtime.call_slots:
+        return await _service_call(service_id, request, runtime, record, started)
+
+
+async def _service_call(
+    service_id: str, request: Request, runtime: Runtime, record: HookCallRecord, started: float
+) -> Response:
+    settings = runtime.settings
     response: Response
     try:
         caller = await runtime.verifier.verify(
@@ -75,6 +93,8 @@ async def handle_service_call(service_id: str, request: Request, runtime: Runtim
             data = await _resolve(cds_request, service.prefetch, context_values, caller, runtime, deadline)
         runtime.metrics.fhir_answered(data.queries)
         _record_data(record, data, raw)
+        if data.refusal is not None:
+            raise data.refusal
         for key in sorted(service.essential_keys):
             essential = data.keys.get(key)
             if essential is None or not essential.obtained:
@@ -83,9 +103,10 @@ async def handle_service_call(service_id: str, request: Request, runtime: Runtim
                     f"CDS Hooks prefetch key '{key}' was absent or its data could not be obtained ({failure})",
                     expression=[f"prefetch.{key}"],
                 )
+        call = HookCall(request=cds_request, context=context_values, data=data, locale=locale, now=runtime.clock())
         with runtime.metrics.stage("engine"):
-            outcome = service.handler(
-                HookCall(request=cds_request, context=context_values, data=data, locale=locale, now=runtime.clock())
+            outcome = await run_off_loop(
+                runtime.workers, settings.assess_timeout_s, "the assessment", lambda: service.handler(call)
             )
         payload = outcome.response.to_json()
         for card in payload["cards"]:
@@ -130,6 +151,7 @@ async def _resolve(
         fetcher=runtime.fetcher,
         allowed_bases=tuple(runtime.settings.fhir_allowed_bases) + caller.fhir_servers,
         deadline=deadline,
+        max_call_bytes=runtime.settings.fhir_max_call_bytes,
     )
 
 
@@ -218,7 +240,10 @@ async def handle_feedback(service_id: str, request: Request, runtime: Runtime) -
     """Accepted feedback becomes feedback records; a refused feedback call is audited like a refused hook call."""
     started = time.perf_counter()
     try:
-        return await _record_feedback(service_id, request, runtime)
+        if runtime.call_slots.locked():
+            raise _overloaded()
+        async with runtime.call_slots:
+            return await _record_feedback(service_id, request, runtime)
     except (CdsError, AuditError) as error:
         cds_error = error if isinstance(error, CdsError) else ServiceUnavailable("the audit store is unavailable")
         record = HookCallRecord(record_id=str(uuid.uuid4()), received_at=runtime.clock(), service_id=service_id)
@@ -236,6 +261,10 @@ async def _record_feedback(service_id: str, request: Request, runtime: Runtime) 
         raise NotFound("no CDS service with this id")
     body, _ = await read_json_body(request, FeedbackRequest)
     received = runtime.clock()
+    for index, item in enumerate(body.feedback):
+        if item.outcomeTimestamp > received + _OUTCOME_CLOCK_SKEW:
+            where = f"feedback[{index}].outcomeTimestamp"
+            raise BadRequest(f"feedback.{index}.outcomeTimestamp: is in the future", expression=[where])
     records = [_feedback_record(item, service_id, received, caller) for item in body.feedback]
     try:
         with runtime.metrics.stage("audit_append"):

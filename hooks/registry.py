@@ -36,6 +36,8 @@ class HookOutcome:
     facts_used: list[dict[str, Any]] = field(default_factory=list)
     ruleset_version: str | None = None
     ruleset_hash: str | None = None
+    # The full assessment (``hooks.engine.snapshot``), kept with the audit record for the assessment page.
+    snapshot: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,9 @@ Kept apart from ``hooks.app`` so that the wiring can build it without importing 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated
@@ -17,6 +19,7 @@ from hooks.audit import AuditStore
 from hooks.auth import CallerVerifier
 from hooks.data_access import FhirFetcher
 from hooks.metrics import ServiceMetrics
+from hooks.readiness import ReadinessCheck
 from hooks.registry import ServiceRegistry
 from hooks.settings import Settings
 
@@ -41,6 +44,12 @@ class Runtime:
     metrics: ServiceMetrics
     clock: Clock = utc_now
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Besides the audit ping: what /readyz checks (disks written to, FHIR pools); each returns its problems.
+    readiness: list[ReadinessCheck] = field(default_factory=list)
+    # Where request bodies are parsed and services assess (CPU-bound work off the event loop).
+    workers: ThreadPoolExecutor | None = None
+    # Service and feedback calls in progress (CDS_MAX_CONCURRENT_CALLS); past it a call is refused at once.
+    call_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
 
 
 def get_runtime(request: Request) -> Runtime:

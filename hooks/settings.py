@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     # Every store call is bounded: past the budget (or a full queue) the response is 503, never a hang.
     audit_timeout_s: float = Field(default=3.0, gt=0, lt=30)
     audit_max_pending: int = Field(default=64, ge=1)
+    # Service and feedback calls handled at once; the next one gets a fast, audited 503 (Retry-After: 1).
+    # Sized with audit_max_pending (at least twice this): the admitted calls' audit rows and as many refusal
+    # rows fit in the audit queue together, so overload is answered at once and recorded, never a timeout.
+    max_concurrent_calls: int = Field(default=32, ge=1)
     # Chain head written to a checkpoint table and an off-database file every N appends (0: only at shutdown).
     audit_checkpoint_every: int = Field(default=100, ge=0)
 
@@ -87,8 +91,19 @@ class Settings(BaseSettings):
     # Added as _count to searches that set none: same results, fewer pages (servers default to ~20). 0 = never.
     fhir_search_count: int = Field(default=100, ge=0, le=1000)
     fhir_max_response_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # FHIR answer bytes one hook call may read over all its keys: caps the memory one call can take.
+    fhir_max_call_bytes: int = Field(default=24 * 1024 * 1024, ge=1024)
+    # Connections (and requests in flight) per FHIR origin (scheme, host, port); past them a query waits for
+    # a slot within its deadline. Each origin has its own pool, so one stalled server cannot starve others.
+    fhir_connections_per_origin: int = Field(default=20, ge=1, le=500)
     fhir_breaker_failures: int = Field(default=3, ge=1)
     fhir_breaker_reset_s: float = Field(default=30.0, gt=0)
+
+    # --- work after the fetch (issue 16 item 5) ---
+    # Mapping and assessment run on worker threads, never on the event loop; past this budget the call is
+    # answered 503 (audited) while the worker finishes on its own. Workers bound the CPU taken at once.
+    assess_timeout_s: float = Field(default=2.0, gt=0, le=30)
+    assess_workers: int = Field(default=2, ge=1, le=32)
 
     # --- clinical windows (brief §5b, rule C1) ---
     chemistry_lookback_days: int = Field(default=90, ge=1)
@@ -117,6 +132,11 @@ class Settings(BaseSettings):
             self.audit_key = SecretStr(DEVELOPMENT_AUDIT_KEY)
         if self.audit_dsn is None:
             self.audit_dsn = f"sqlite:///{self.data_dir / 'audit.sqlite3'}"
+        if self.audit_max_pending < 2 * self.max_concurrent_calls:
+            raise ValueError(
+                "CDS_AUDIT_MAX_PENDING must be at least twice CDS_MAX_CONCURRENT_CALLS: room for the admitted "
+                "calls' audit rows and for as many audited refusals"
+            )
         return self
 
     def check_service(self) -> None:

@@ -6,6 +6,7 @@ refusal is an OperationOutcome that never echoes the request (requests carry tok
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hooks.errors import BadRequest, CdsError, PayloadTooLarge, UnsupportedMediaType
+from hooks.offload import run_off_loop
 from hooks.settings import Settings
 
 __all__ = [
@@ -43,8 +45,49 @@ SECURITY_HEADERS = (
 )
 
 
+# Bodies above this are parsed and validated on a worker thread: the event loop keeps serving meanwhile.
+_INLINE_PARSE_BYTES = 256 * 1024
+
+
 class _BodyTooLarge(Exception):
     pass
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        # RFC 8259 §4: names SHOULD be unique; parsers disagree on which duplicate wins, so an intermediary
+        # and this service could read different requests. The name is not echoed (it is request content).
+        raise _DuplicateKey
+    return document
+
+
+def _parse_json(raw: bytes) -> Any:
+    """orjson for validity (UTF-8, no NaN/Infinity, no lone surrogates), then the stdlib for duplicate names."""
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("the request body is not valid JSON (UTF-8, no NaN/Infinity)") from None
+    if b'"' in raw:
+        try:
+            json.loads(raw, object_pairs_hook=_refuse_duplicates)
+        except _DuplicateKey:
+            raise BadRequest("the request body has an object with a duplicate member name") from None
+    return document
+
+
+def _parse_model(raw: bytes, model: type[ModelT]) -> ModelT:
+    document = _parse_json(raw)
+    if not isinstance(document, dict):
+        raise BadRequest("the request body must be a JSON object")
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        raise BadRequest(describe_validation(exc)) from None
 
 
 class BodyLimitMiddleware:
@@ -129,16 +172,13 @@ async def read_json_body(request: Request, model: type[ModelT]) -> tuple[ModelT,
         raw = await request.body()
     except _BodyTooLarge:
         raise PayloadTooLarge(f"request body over {limit} bytes") from None
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise BadRequest("the request body is not valid JSON (UTF-8, no NaN/Infinity)") from None
-    if not isinstance(document, dict):
-        raise BadRequest("the request body must be a JSON object")
-    try:
-        return model.model_validate(document), raw
-    except ValidationError as exc:
-        raise BadRequest(describe_validation(exc)) from None
+    if len(raw) <= _INLINE_PARSE_BYTES:
+        return _parse_model(raw, model), raw
+    runtime = request.app.state.runtime
+    parsed = await run_off_loop(
+        runtime.workers, runtime.settings.assess_timeout_s, "reading the request", lambda: _parse_model(raw, model)
+    )
+    return parsed, raw
 
 
 def preferred_locale(accept_language: str | None, default: str) -> str:

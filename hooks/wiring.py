@@ -6,8 +6,10 @@ instances to ``create_app`` and this module fills in whatever was not given.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from fastapi import FastAPI
@@ -18,6 +20,7 @@ from hooks.auth import CallerVerifier, NoAuth
 from hooks.auth.jwt_verifier import build_verifier, load_trust
 from hooks.data_access import FhirFetcher
 from hooks.metrics import MeteredFetcher, ServiceMetrics
+from hooks.readiness import ReadinessCheck, disk_check, writable_directories
 from hooks.registry import ServiceRegistry
 from hooks.runtime import Runtime, utc_now
 from hooks.settings import Settings
@@ -54,6 +57,9 @@ async def build_runtime(
     registry = registry or build_registry(settings)
     metrics = ServiceMetrics(registry.ids(), {d.hook for d in registry.descriptors()})
     closers: list[Callable[[], Awaitable[None]]] = []
+    readiness: list[ReadinessCheck] = []
+    if not (settings.audit_dsn or "").startswith("memory:"):
+        readiness.append(disk_check(writable_directories(settings.audit_dsn, settings.data_dir)))
     trust = None
     if verifier is None and settings.auth_required:
         # Read (or refused) before the audit store is opened: a refusal leaves nothing behind.
@@ -72,7 +78,7 @@ async def build_runtime(
         if fetcher is None:
             from hooks.fhir_client import HttpxFhirFetcher
 
-            # One pooled client (and one circuit breaker per FHIR base) for the whole process.
+            # One pooled client (and one circuit breaker per FHIR origin) for the whole process.
             fhir_fetcher = HttpxFhirFetcher(settings)
             closers.append(fhir_fetcher.aclose)
             metrics.watch_breakers(fhir_fetcher.breaker.counts)
@@ -81,6 +87,16 @@ async def build_runtime(
         for close in reversed(closers):
             await close()
         raise
+    health = getattr(fetcher, "health", None)
+    if callable(health):
+        readiness.append(_sync_check(health))
+    workers = ThreadPoolExecutor(max_workers=settings.assess_workers, thread_name_prefix="calcinosis-assess")
+
+    async def stop_workers() -> None:
+        # A worker past its budget is not waited for: its answer was already refused.
+        await asyncio.to_thread(workers.shutdown, wait=False, cancel_futures=True)
+
+    closers.append(stop_workers)
     return Runtime(
         settings=settings,
         registry=registry,
@@ -90,7 +106,17 @@ async def build_runtime(
         metrics=metrics,
         clock=now,
         closers=closers,
+        readiness=readiness,
+        workers=workers,
+        call_slots=asyncio.Semaphore(settings.max_concurrent_calls),
     )
+
+
+def _sync_check(check: Callable[[], list[str]]) -> ReadinessCheck:
+    async def run() -> list[str]:
+        return check()
+
+    return run
 
 
 def install_middleware(app: FastAPI, settings: Settings) -> None:

@@ -50,14 +50,18 @@ def lab(
     negative: bool | None = None,
     status: str = "final",
     now: datetime = NOW,
+    display: str | None = None,
 ) -> dict[str, Any]:
+    coding: dict[str, Any] = {"system": SYSTEMS["loinc"], "code": code}
+    if display is not None:
+        coding["display"] = display
     resource: dict[str, Any] = {
         "resourceType": "Observation",
         "id": rid or _next_id("obs"),
         "status": status,
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
                                   "code": "laboratory"}]}],
-        "code": {"coding": [{"system": SYSTEMS["loinc"], "code": code}]},
+        "code": {"coding": [coding]},
         "subject": {"reference": f"Patient/{pid}"},
         "effectiveDateTime": when(days_ago, now),
     }

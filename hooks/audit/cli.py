@@ -18,9 +18,13 @@ Exit codes: 0 intact, 1 chain broken (or empty, or not matching a checkpoint or 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import shutil
 import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import IO, Any
 
 from pydantic import ValidationError
@@ -77,6 +81,39 @@ def _context(args: argparse.Namespace) -> tuple[AuditLog, str]:
     return log, settings.public_base_url
 
 
+_SQLITE_FULL = 13
+_FULL_BELOW_BYTES = 64 * 1024
+_PG_DISK_FULL = "53100"
+
+
+def _sqlite_directory(args: argparse.Namespace) -> Path | None:
+    from hooks.audit.sqlite_store import sqlite_path
+
+    dsn = getattr(args, "dsn", None) or os.environ.get("CDS_AUDIT_DSN", "")
+    try:
+        return sqlite_path(dsn).resolve().parent if dsn.startswith("sqlite:") else None
+    except AuditError:
+        return None
+
+
+def _disk_full(error: BaseException, database_directory: Path | None) -> bool:
+    """Whether ``error`` comes from a full disk: ENOSPC, SQLITE_FULL, PostgreSQL's 53100, or (SQLite reports
+    a failed shared-memory or WAL write as an I/O error) no room left where the SQLite database lives."""
+    if (database_directory is not None and database_directory.is_dir()
+            and shutil.disk_usage(database_directory).free < _FULL_BELOW_BYTES):
+        return True
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        if getattr(seen, "sqlite_errorcode", None) == _SQLITE_FULL or "disk is full" in str(seen):
+            return True
+        if getattr(seen, "sqlstate", None) == _PG_DISK_FULL:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _run(handler: Handler) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         log: AuditLog | None = None
@@ -86,6 +123,13 @@ def _run(handler: Handler) -> Callable[[argparse.Namespace], int]:
             log, base_url = _context(args)
             return handler(args, log, base_url, sys.stdout)
         except (CliError, AuditError, OSError) as error:
+            if _disk_full(error, _sqlite_directory(args)):
+                # Every read is recorded before any output (no access row, no output), so nothing can be read
+                # while the database's disk is full; an --output on another disk does not change that.
+                print(f"audit: the audit database's disk is full ({error}); nothing was exported or shown: "
+                      "every read of the log is recorded in it first. Free space on the disk that holds the "
+                      "audit database (CDS_AUDIT_DSN) and run the command again.", file=sys.stderr)
+                return EXIT_ERROR
             print(f"audit: {error}", file=sys.stderr)
             return EXIT_ERROR
         except Exception as error:  # anything unexpected is "could not check" (2), never "broken" (1)

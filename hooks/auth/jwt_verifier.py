@@ -102,7 +102,7 @@ class JwtVerifier:
             # The reason class only: paths and claim values are caller-controlled and may carry anything.
             log.info("caller rejected: %s", exc.failure)
             if self._on_reject is not None:
-                self._on_reject(exc.failure)
+                self._on_reject(exc.failure or exc.reason_class)
             raise
 
     async def _verify_token(self, token: str, endpoint_url: str) -> Caller:

@@ -7,19 +7,17 @@ cautions and rule C8), and the product rules C1-C9 of §5e. No I/O, no clock: ``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from fhir_mappings.facts import PatientFacts
+from fhir_mappings.terminology import lookup
+from hooks.engine.context import EvalContext
+from hooks.engine.evidence import Evidence, Result, condition_evidence, finding_evidence, lab_evidence
 from hooks.engine.knowledge import SUBTYPES, Knowledge, RuleDefinition, load_knowledge
-from hooks.engine.predicates import (
-    EvalContext,
-    Evidence,
-    Result,
-    condition_evidence,
-    evaluate,
-    finding_evidence,
-    risk_factor_results,
-)
+from hooks.engine.predicates import evaluate, risk_factor_results
+from hooks.engine.therapy import CautionHit, TherapyPlan, plan_therapy
+from hooks.engine.workup import WorkupPlan, missing_items, plan_workup
 
 __all__ = ["Assessment", "CautionHit", "FlagHit", "RuleHit", "TherapyPlan", "assess"]
 
@@ -40,30 +38,8 @@ class FlagHit:
     evidence: tuple[Evidence, ...]
     is_risk: bool = False
     risk_factors: tuple[str, ...] = ()
-
-
-
-
-@dataclass(frozen=True, slots=True)
-class CautionHit:
-    caution_id: str
-    option: str
-    reason: str
-    contraindicates: bool
-    current_medication: bool
-    evidence: tuple[Evidence, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class TherapyPlan:
-    subtype: str
-    extent: str
-    options: tuple[str, ...]
-    cautions: tuple[CautionHit, ...]
-
-    @property
-    def touches_current_medication(self) -> bool:
-        return any(c.current_medication for c in self.cautions)
+    # "suspected": a critical flag that holds only on suspected evidence, shown as a warning (issue 11).
+    basis: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +60,14 @@ class Assessment:
     ruleset_version: str
     ruleset_hash: str
     unusable: tuple[str, ...] = field(default=())
+    workup: WorkupPlan = field(default_factory=lambda: WorkupPlan(()))
+    # Critical values older than the look-back window: history, "not current" (issue 10).
+    history: tuple[Evidence, ...] = ()
+    # What a rule needed but the record does not say: "birth-date", "medications" (never assumed).
+    unknowns: tuple[str, ...] = ()
+    deceased: bool = False
+    # (issue kind, concept or None, count, an example code): data that was sent but not used, for the card.
+    not_used: tuple[tuple[str, str | None, int, str | None], ...] = ()
 
     @property
     def calcinosis_present(self) -> bool:
@@ -91,7 +75,7 @@ class Assessment:
 
     @property
     def silent(self) -> bool:
-        return not (self.calcinosis_present or self.flags or self.risks)
+        return self.deceased or not (self.calcinosis_present or self.flags or self.risks)
 
     @property
     def rules_fired(self) -> list[str]:
@@ -100,7 +84,7 @@ class Assessment:
         fired += [f"risk:{r.id}" for r in self.risks]
         if self.therapy:
             fired += [f"caution:{c.caution_id}" for c in self.therapy.cautions]
-        return fired
+        return list(dict.fromkeys(fired))
 
     def evidence(self) -> list[Evidence]:
         """Every distinct input any fired rule, flag or caution used (for the audit record)."""
@@ -109,6 +93,8 @@ class Assessment:
         groups += [h.evidence for h in self.hits] + [f.evidence for f in self.flags + self.risks]
         if self.therapy:
             groups += [c.evidence for c in self.therapy.cautions]
+            groups.append(tuple(u.evidence for u in (*self.therapy.current, *self.therapy.tried)))
+        groups.append(self.history)
         for group in groups:
             for item in group:
                 seen.setdefault((item.kind, item.concept, item.reference, item.text), item)
@@ -161,8 +147,8 @@ def assess(facts: PatientFacts, knowledge: Knowledge | None = None) -> Assessmen
 
     metabolic = evaluate({"gate": "metabolic_abnormality"}, ctx)
     workup = evaluate({"gate": "workup_complete"}, ctx)
-    missing_for_idiopathic = _missing_items(ctx, ("calcium", "phosphate", "albumin", "renal-function", "pth",
-                                                  "vitamin-d-25", "lupus-serology"))
+    missing_for_idiopathic = missing_items(ctx, ("calcium", "phosphate", "albumin", "renal-function", "pth",
+                                                 "vitamin-d-25", "lupus-serology"))
 
     scores = dict.fromkeys(SUBTYPES, 0)
     for hit in hits:
@@ -183,11 +169,19 @@ def assess(facts: PatientFacts, knowledge: Knowledge | None = None) -> Assessmen
     # Flags about calcinosis lesions (ulcer, joint destruction) need calcinosis cutis itself, not only a
     # calciphylaxis diagnosis, which has its own critical flags.
     calcinosis_cutis = bool(facts.skin.calcinosis or facts.active_conditions("calcinosis_cutis"))
-    flags = [
-        FlagHit(flag.id, flag.indicator, result.evidence)
-        for flag in knowledge.flags
-        if (not flag.requires_calcinosis or calcinosis_cutis) and (result := evaluate(flag.when, ctx))
-    ]
+    flags: list[FlagHit] = []
+    unknowns: list[str] = []
+    for flag in knowledge.flags:
+        if flag.requires_calcinosis and not calcinosis_cutis:
+            continue
+        missing = [kind for kind in flag.needs if kind in facts.unavailable]
+        if missing:
+            unknowns.extend(f"{flag.id}:{kind}" for kind in missing)
+            continue
+        raised = _flag_hit(flag.id, flag.indicator, flag.when, ctx)
+        if raised is not None:
+            flags.append(raised)
+            ctx.flags[flag.id] = Result(True, raised.evidence)
     risks: list[FlagHit] = []
     if not calcinosis:
         major, minor = risk_factor_results(ctx)
@@ -196,17 +190,25 @@ def assess(facts: PatientFacts, knowledge: Knowledge | None = None) -> Assessmen
             if result:
                 factors = tuple(name for name, _ in major + minor) if risk.id == "calciphylaxis-risk-profile" else ()
                 risks.append(FlagHit(risk.id, "info", result.evidence, is_risk=True, risk_factors=factors))
-                flags = [f for f in flags if f.id != risk.replaces_flag]
         # One concise card: the first matching risk profile, and none when a critical flag tells the story.
         risks = [] if any(f.indicator == "critical" for f in flags) else risks[:1]
+        # Only the risk card shown replaces its flag (a dropped risk card must not hide the flag).
+        replaced = {r.replaces_flag for r in knowledge.risks if any(h.id == r.id for h in risks)}
+        flags = [f for f in flags if f.id not in replaced]
 
-    missing_workup: tuple[str, ...] = ()
+    workup_plan = WorkupPlan(())
     therapy = None
     if calcinosis:
         focus = {subtype} if subtype != "indeterminate" else {s for s, _ in differential[:2]}
-        missing_workup = _missing_workup(ctx, focus)
+        workup_plan = plan_workup(ctx, focus)
         if subtype != "indeterminate":
-            therapy = _therapy(ctx, subtype, _extent(facts))
+            extent = _extent(facts)
+            indication = extent == "disseminated" or bool(evaluate({"symptomatic": True}, ctx))
+            therapy = plan_therapy(ctx, subtype, extent, indication)
+    if facts.birth_date is None:
+        unknowns.append("birth-date")
+    if "medications" in facts.unavailable:
+        unknowns.append("medications")
 
     return Assessment(
         calcinosis=calcinosis,
@@ -220,12 +222,68 @@ def assess(facts: PatientFacts, knowledge: Knowledge | None = None) -> Assessmen
         calciphylaxis_kept=calciphylaxis_kept,
         flags=tuple(flags),
         risks=tuple(risks),
-        missing_workup=missing_workup,
+        missing_workup=workup_plan.missing,
         therapy=therapy,
         ruleset_version=knowledge.version,
         ruleset_hash=knowledge.content_hash,
         unusable=_summarise_issues(facts),
+        workup=workup_plan,
+        history=_history(ctx),
+        unknowns=tuple(dict.fromkeys(unknowns)),
+        deceased=facts.deceased,
+        not_used=_not_used(facts),
     )
+
+
+def _flag_hit(flag_id: str, indicator: str, when: dict[str, Any], ctx: EvalContext) -> FlagHit | None:
+    """A critical flag stands only on asserted evidence; on suspected evidence alone it is a warning."""
+    if indicator != "critical":
+        result = evaluate(when, ctx)
+        return FlagHit(flag_id, indicator, result.evidence) if result else None
+    ctx.confirmed_only = True
+    try:
+        confirmed = evaluate(when, ctx)
+    finally:
+        ctx.confirmed_only = False
+    if confirmed:
+        return FlagHit(flag_id, "critical", confirmed.evidence)
+    relaxed = evaluate(when, ctx)
+    return FlagHit(flag_id, "warning", relaxed.evidence, basis="suspected") if relaxed else None
+
+
+def _history(ctx: EvalContext) -> tuple[Evidence, ...]:
+    """For each history alert, the newest value past its threshold drawn before the look-back window."""
+    found = []
+    for alert in ctx.knowledge.history_alerts:
+        series = ctx.facts.labs.get(alert.analyte)
+        if series is None or series.window_start is None:
+            continue
+        limit, start = ctx.knowledge.threshold(alert.at_least), series.window_start
+        old = [v for v in series.history if v.value is not None and v.comparator is None and v.value >= limit
+               and v.effective is not None and v.effective < start]
+        if old:
+            item = lab_evidence(max(old, key=lambda v: v.effective or start))
+            found.append(replace(item, flags=(*item.flags, "not-current")))
+    return tuple(found)
+
+
+# Issue kinds a clinician should hear about (the others are reported in the full assessment only).
+_REPORTED_ISSUES = ("unknown-unit", "missing-unit", "unusable-value", "unverified-lab-code", "malformed-resource",
+                    "panel-members-not-sent", "unresolved-medication")
+
+
+def _not_used(facts: PatientFacts) -> tuple[tuple[str, str | None, int, str | None], ...]:
+    """Counts of data sent but not used, per kind and concept, with an example code."""
+    counts: dict[tuple[str, str | None], list[str | None]] = {}
+    for issue in facts.issues:
+        if issue.kind not in _REPORTED_ISSUES:
+            continue
+        provenance = issue.provenance
+        match = lookup(provenance.system, provenance.code) if provenance and provenance.system else None
+        concept = match.concept_id if match else None
+        counts.setdefault((issue.kind, concept), []).append(provenance.code if provenance else None)
+    return tuple((kind, concept, len(codes), next((c for c in codes if c), None))
+                 for (kind, concept), codes in counts.items())
 
 
 def _summarise_issues(facts: PatientFacts) -> tuple[str, ...]:
@@ -236,44 +294,3 @@ def _summarise_issues(facts: PatientFacts) -> tuple[str, ...]:
         first.setdefault(issue.kind, issue.detail)
         counts[issue.kind] = counts.get(issue.kind, 0) + 1
     return tuple(f"{kind} ×{counts[kind]} (e.g. {detail})" for kind, detail in first.items())
-
-
-def _satisfied(ctx: EvalContext, analytes: list[str]) -> bool:
-    return any(ctx.facts.latest(a) is not None for a in analytes)
-
-
-def _missing_items(ctx: EvalContext, item_ids: tuple[str, ...]) -> tuple[str, ...]:
-    items = {i.id: i for i in ctx.knowledge.workup}
-    return tuple(i for i in item_ids if not _satisfied(ctx, items[i].satisfied_by))
-
-
-def _missing_workup(ctx: EvalContext, focus: set[str]) -> tuple[str, ...]:
-    missing = []
-    for item in ctx.knowledge.workup:
-        relevant = "all" in item.subtypes or bool(focus.intersection(item.subtypes))
-        if not relevant or _satisfied(ctx, item.satisfied_by):
-            continue
-        if item.needed_when is not None and not evaluate(item.needed_when, ctx):
-            continue
-        missing.append(item.id)
-    return tuple(missing)
-
-
-def _therapy(ctx: EvalContext, subtype: str, extent: str) -> TherapyPlan:
-    knowledge = ctx.knowledge
-    candidates = [
-        option
-        for option in knowledge.options
-        if subtype in option.subtypes
-        and (option.extent == "any" or extent == "unknown" or option.extent == extent)
-        and (option.requires is None or evaluate(option.requires, ctx))
-    ]
-    offered = {o.id for o in candidates}
-    cautions = [
-        CautionHit(c.id, c.option, c.reason, c.contraindicates, c.current_medication, result.evidence)
-        for c in knowledge.cautions
-        if c.option in offered and (result := evaluate(c.when, ctx))
-    ]
-    contraindicated = {c.option for c in cautions if c.contraindicates}
-    options = tuple(o.id for o in sorted(candidates, key=lambda o: o.rank) if o.id not in contraindicated)
-    return TherapyPlan(subtype=subtype, extent=extent, options=options, cautions=tuple(cautions))

@@ -16,7 +16,7 @@ from importlib import resources
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "Caution",
@@ -25,6 +25,7 @@ __all__ = [
     "Localized",
     "RiskDefinition",
     "RuleDefinition",
+    "TextVariant",
     "TherapyOption",
     "WorkupItem",
     "load_knowledge",
@@ -73,6 +74,9 @@ class FlagDefinition(_Strict):
     basis: str
     reference: str
     requires_calcinosis: bool = False
+    group: str = "other"
+    # Data kinds the flag needs ("medications"): when unreadable, the flag is not raised and the card says so.
+    needs: list[str] = Field(default_factory=list)
 
 
 class RiskDefinition(_Strict):
@@ -83,6 +87,12 @@ class RiskDefinition(_Strict):
     basis: str
     reference: str
     replaces_flag: str | None = None
+
+
+class HistoryAlert(_Strict):
+    analyte: str
+    at_least: float | str
+    basis: str
 
 
 class RiskFactor(_Strict):
@@ -98,16 +108,32 @@ class OrderCode(_Strict):
 class WorkupItem(_Strict):
     id: str
     satisfied_by: list[str]
+    # The test's name as a clinician orders it ("PTH", "25-OH vitamine D").
+    name: Localized
     order: OrderCode
     order_fr: OrderCode | None = None
     why: Localized
     subtypes: list[str]
+    priority: int = 50
+    skip_age_bands: list[str] = Field(default_factory=list)
     needed_when: dict[str, Any] | None = None
 
 
 class AdvisoryItem(_Strict):
     id: str
     text: Localized
+
+
+class TextVariant(_Strict):
+    """Patient-specific wording of an option (dialysis or not, a mechanical valve...)."""
+
+    when: dict[str, Any]
+    text: Localized
+    # A few words for the card line ("no validated dose without dialysis"); the full text is on the page.
+    short: Localized | None = None
+
+
+OptionKind = Literal["drug", "action", "care", "procedure", "observation", "review"]
 
 
 class TherapyOption(_Strict):
@@ -118,18 +144,47 @@ class TherapyOption(_Strict):
     evidence: str
     text: Localized
     basis: str
+    kind: OptionKind = "action"
+    # Drug concepts or classes that give this option: a current one is "current since", a past one "tried".
+    drugs: list[str] = Field(default_factory=list)
+    needs_indication: bool = False
+    rank_without_indication: int | None = None
+    only_without_indication_in: list[str] = Field(default_factory=list)
+    variants: list[TextVariant] = Field(default_factory=list)
+    # Options of one group render together ("underlying-cause": treat the cause).
+    group: str | None = None
     requires: dict[str, Any] | None = None
+
+
+CautionLevel = Literal["contraindicated", "avoid", "caution", "info", "not-recorded"]
 
 
 class Caution(_Strict):
     id: str
     reason: str
-    option: str
+    # One option, or several for a rule that applies alike to each (pregnancy not recorded).
+    option: str | None = None
+    options: list[str] = Field(default_factory=list)
+    level: CautionLevel = "caution"
     contraindicates: bool
     when: dict[str, Any]
     text: Localized
+    # The one-line caution a card shows next to its option ("with tacrolimus: check trough levels").
+    short: Localized
     basis: str
     current_medication: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Caution:
+        if (self.option is None) == (not self.options):
+            raise ValueError(f"caution {self.id}: give exactly one of option or options")
+        if self.contraindicates != (self.level in {"contraindicated", "avoid"}):
+            raise ValueError(f"caution {self.id}: contraindicates must match level {self.level!r}")
+        return self
+
+    @property
+    def applies_to(self) -> tuple[str, ...]:
+        return (self.option,) if self.option is not None else tuple(self.options)
 
 
 class Reference(_Strict):
@@ -151,6 +206,7 @@ class Knowledge:
     risks: tuple[RiskDefinition, ...]
     risk_factors_major: tuple[RiskFactor, ...]
     risk_factors_minor: tuple[RiskFactor, ...]
+    history_alerts: tuple[HistoryAlert, ...]
     workup: tuple[WorkupItem, ...]
     advisory: tuple[AdvisoryItem, ...]
     options: tuple[TherapyOption, ...]
@@ -208,6 +264,7 @@ def load_knowledge() -> Knowledge:
         risks=tuple(RiskDefinition.model_validate(r) for r in flags["risks"]),
         risk_factors_major=tuple(RiskFactor.model_validate(f) for f in factors["major"]),
         risk_factors_minor=tuple(RiskFactor.model_validate(f) for f in factors["minor"]),
+        history_alerts=tuple(HistoryAlert.model_validate(a) for a in flags.get("history_alerts", [])),
         workup=tuple(WorkupItem.model_validate(i) for i in workup["items"]),
         advisory=tuple(AdvisoryItem.model_validate(i) for i in workup["advisory"]),
         options=tuple(TherapyOption.model_validate(o) for o in therapy["options"]),

@@ -14,6 +14,7 @@ from fhir_mappings import MappingOptions, build_facts
 from fhir_mappings.facts import PatientFacts
 from hooks.engine.assessment import Assessment, assess
 from hooks.engine.cards import render_cards
+from hooks.engine.snapshot import assessment_snapshot
 from hooks.errors import BadRequest
 from hooks.models import CdsResponse
 from hooks.registry import HookCall, HookOutcome
@@ -34,6 +35,12 @@ def _of_type(resources: Iterable[dict[str, Any]], resource_type: str, aliases: f
     return [r for r in resources if r.get("resourceType") == resource_type and _subject_is(r, aliases)]
 
 
+def _medication_definitions(resources: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Medication resources sent beside the requests (``search.mode: include``), by "Medication/<id>"."""
+    return {f"Medication/{r['id']}": r for r in resources
+            if r.get("resourceType") == "Medication" and isinstance(r.get("id"), str)}
+
+
 def facts_from_resources(
     resources: Iterable[dict[str, Any]],
     *,
@@ -41,8 +48,10 @@ def facts_from_resources(
     now: datetime,
     options: MappingOptions | None = None,
     patient_aliases: Iterable[str] = (),
+    unavailable: Iterable[str] = (),
 ) -> PatientFacts:
-    """``patient_aliases``: other references that denote this Patient, e.g. its ``urn:uuid:`` fullUrl in a Bundle."""
+    """``patient_aliases``: other references that denote this Patient, e.g. its ``urn:uuid:`` fullUrl in a Bundle.
+    ``unavailable``: prefetch keys whose data could not be obtained (their rules then say "unknown")."""
     pool = list(resources)
     patients = [r for r in pool if r.get("resourceType") == "Patient"]
     patient = next((p for p in patients if p.get("id") == patient_id), None)
@@ -57,6 +66,8 @@ def facts_from_resources(
         medications=_of_type(pool, "MedicationRequest", aliases),
         now=now,
         options=options or MappingOptions(),
+        medication_definitions=_medication_definitions(pool),
+        unavailable=unavailable,
     )
 
 
@@ -77,7 +88,11 @@ def assess_resources(
 def assess_hook_call(call: HookCall, options: MappingOptions | None = None) -> HookOutcome:
     patient_id = str(call.context["patientId"])
     resources = [r for key in call.data.keys for r in call.data.resources(key)]
-    facts, assessment = assess_resources(resources, patient_id=patient_id, now=call.now, options=options)
+    # A key whose data could not be obtained (an error OperationOutcome and no fallback) is unknown, not empty.
+    unavailable = [key for key, data in call.data.keys.items() if not data.obtained]
+    facts = facts_from_resources(resources, patient_id=patient_id, now=call.now, options=options,
+                                 unavailable=unavailable)
+    assessment = assess(facts)
     cards = render_cards(assessment, facts, locale=call.locale, seed=call.request.hookInstance)
     return HookOutcome(
         response=CdsResponse(cards=cards),
@@ -85,4 +100,5 @@ def assess_hook_call(call: HookCall, options: MappingOptions | None = None) -> H
         facts_used=[item.to_dict() for item in assessment.evidence()],
         ruleset_version=assessment.ruleset_version,
         ruleset_hash=assessment.ruleset_hash,
+        snapshot=assessment_snapshot(assessment, facts) if not assessment.silent else None,
     )

@@ -33,12 +33,15 @@ def prefetch_templates() -> dict[str, str]:
 def calcinosis_assessment(chemistry_lookback_days: int = 90, serology_lookback_days: int = 365) -> ServiceDefinition:
     """The service definition; look-back windows come from settings (brief §5b, rule C1)."""
     from fhir_mappings import MappingOptions
+    from fhir_mappings.text import warm_up
     from hooks.engine.knowledge import load_knowledge
     from hooks.engine.service import assess_hook_call
 
-    # Load the knowledge files now (at startup), not in the first request that needs them; importing the
-    # engine above also imports the R4B model used for suggestions (about 250 ms).
+    # Load the knowledge files and build the text pipeline now (at startup), not in the first request that
+    # needs them: importing the engine also imports the R4B model used for suggestions (about 250 ms), and
+    # edsnlp takes about 2 s to build, more than a call's work budget.
     load_knowledge()
+    warm_up()
 
     options = MappingOptions(
         chemistry_lookback_days=chemistry_lookback_days, serology_lookback_days=serology_lookback_days

@@ -118,7 +118,7 @@ async def test_feedback_over_http_joins_the_hook_call(audit_dsn: str) -> None:
         first = await client.post("/cds-services/stub/feedback", json={"feedback": [item]})
         # The same report again a minute later (a client retrying, a second click): nothing new.
         again = await client.post("/cds-services/stub/feedback",
-                                  json={"feedback": [{**item, "outcomeTimestamp": "2026-11-21T09:06:00Z"}]})
+                                  json={"feedback": [{**item, "outcomeTimestamp": "2026-11-21T09:04:00Z"}]})
     assert first.json() == {"stored": 1, "duplicates": 0}
     assert again.json() == {"stored": 0, "duplicates": 1}
     log = read_log(audit_dsn)

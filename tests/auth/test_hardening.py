@@ -74,7 +74,29 @@ def test_development_mode_on_loopback_starts_loudly(
     assert serve_env["http"] == "h11"  # the only implementation that enforces the header-size cap
     assert serve_env["server_header"] is False
     assert serve_env["lifespan"] == "on"
-    assert serve_env["limit_concurrency"] == 200
+    # The service's own limit answers overload (audited OperationOutcome), not uvicorn's plain-text 503.
+    assert serve_env["limit_concurrency"] is None
+
+
+def test_the_banner_tells_the_truth_in_test_with_a_key_set(
+    serve_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CDS_ENVIRONMENT", "test")
+    monkeypatch.setenv("CDS_AUTH_REQUIRED", "false")
+    monkeypatch.setenv("CDS_AUDIT_KEY", "a-real-key-set-by-the-operator")
+    assert main(["serve", "--host", "127.0.0.1", "--port", "8080"]) == 0
+    banner = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "TEST MODE: authentication is OFF" in banner
+    assert "DEVELOPMENT" not in banner
+    assert "development key" not in banner
+
+
+def test_no_banner_when_authentication_is_on_and_the_key_is_real(
+    serve_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CDS_ENVIRONMENT", "production")
+    assert main(["serve", "--host", "127.0.0.1", "--port", "8080"]) == 0
+    assert not any("*****" in r.getMessage() for r in caplog.records)
 
 
 def test_production_auth_on_may_bind_any_address(serve_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:

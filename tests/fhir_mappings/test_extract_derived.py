@@ -139,19 +139,46 @@ def test_egfr_is_not_computed_for_a_child() -> None:
     assert [i.kind for i in result.issues] == ["egfr-not-computed"]
 
 
-def test_ckd_stage_takes_the_more_severe_of_egfr_and_codes() -> None:
+def test_a_current_egfr_supersedes_an_older_coded_stage() -> None:
+    # Issue 10: a current laboratory value beats an old coded stage, and the discrepancy is shown.
     coded_worse = facts(
         observations=[observation("98979-8", value=50, unit="mL/min/{1.73_m2}")],
-        conditions=[condition("N18.4", system=ICD10CM)],
+        conditions=[condition("N18.4", system=ICD10CM, recordedDate="2019-03-01")],
     )
     assert coded_worse.ckd is not None
-    assert (coded_worse.ckd.stage, coded_worse.ckd.source) == ("G4", "condition")
+    assert (coded_worse.ckd.stage, coded_worse.ckd.source) == ("G3a", "egfr")
+    (discrepancy,) = coded_worse.ckd.discrepancies
+    assert "coded 2019-03-01" in discrepancy
+    assert "eGFR 50 on 2026-02-20" in discrepancy
+    assert coded_worse.active_conditions("ckd_4") == ()
     egfr_worse = facts(
         observations=[observation("98979-8", value=12, unit="mL/min/{1.73_m2}")],
         conditions=[condition("N18.32", system=ICD10CM)],
     )
     assert egfr_worse.ckd is not None
     assert (egfr_worse.ckd.stage, egfr_worse.ckd.source) == ("G5", "egfr")
+
+
+def test_a_legacy_esrd_code_does_not_outweigh_an_egfr_of_95() -> None:
+    result = facts(
+        observations=[observation("98979-8", value=95, unit="mL/min/{1.73_m2}")],
+        conditions=[condition("N18.6", system=ICD10CM, rid="esrd", recordedDate="2019-05-02"),
+                    condition("Z99.2", system=ICD10CM, rid="hd", recordedDate="2019-05-02")],
+    )
+    assert result.ckd is not None
+    assert (result.ckd.stage, result.ckd.dialysis) == ("G1", False)
+    assert len(result.ckd.discrepancies) == 2
+    assert result.active_conditions("esrd", "dialysis") == ()
+
+
+def test_a_dialysis_code_stands_beside_a_post_dialysis_egfr() -> None:
+    # A creatinine drawn after a session can give an eGFR of 15-29 in a patient still on dialysis.
+    result = facts(
+        observations=[observation("98979-8", value=18, unit="mL/min/{1.73_m2}")],
+        conditions=[condition("Z99.2", system=ICD10CM)],
+    )
+    assert result.ckd is not None
+    assert (result.ckd.stage, result.ckd.dialysis, result.ckd.discrepancies) == ("G5", True, ())
 
 
 def test_french_esrd_is_n18_5_with_z99_2() -> None:

@@ -249,10 +249,11 @@ def test_synthea_calcium_in_blood_is_not_read() -> None:
 def test_malformed_observation_is_skipped_and_reported() -> None:
     bad = observation("17861-6", rid="bad", valueQuantity={"value": "not a number", "unit": "mg/dL"})
     good = observation("2777-1", rid="good", value=3.3, unit="mg/dL")
-    result = facts(observations=[bad, good])
+    broken = observation("2777-1", rid="broken", status=["final"])
+    result = facts(observations=[bad, good, broken])
     assert result.latest("phosphate") is not None
     assert "calcium_total" not in result.labs
-    assert issue_kinds(result) == ["malformed-resource"]
+    assert sorted(issue_kinds(result)) == ["malformed-resource", "unusable-value"]
 
 
 def test_wrong_resource_type_in_the_observation_list_is_reported() -> None:
@@ -275,7 +276,8 @@ def test_age_and_sex_from_the_patient() -> None:
     assert result.sex == "female"
     assert result.birth_date is not None
     assert result.age_years == pytest.approx(55.7, abs=0.1)
-    assert result.pregnant is False
+    # A woman of 55.7 is outside the 12-55 band the pregnancy rules apply to (safety addendum S27).
+    assert result.pregnancy.status == "not-applicable"
     assert result.now == NOW
 
 

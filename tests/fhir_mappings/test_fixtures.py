@@ -84,9 +84,15 @@ def test_elvira_segura_sle_and_ckd3() -> None:
 
     # No albumin or ionized calcium within 48 h of the calcium: used uncorrected (rule C2).
     assert result.derived["calcium_corrected"].flags == ("uncorrected",)
-    # Some eGFR results are sent in "mL/min": reported as unknown units, never used.
-    assert {i.kind for i in result.issues} == {"unknown-unit"}
-    assert all(i.provenance and i.provenance.code == "33914-3" for i in result.issues)
+    # Some eGFR results are sent in "mL/min": an eGFR code is per 1.73 m² by definition, so they are read
+    # with a flag the card shows (issue 11), not dropped.
+    per_bsa = [v for v in result.labs["egfr"].history if "unit-read-as-per-1.73m2" in v.flags]
+    assert per_bsa
+    assert all(v.provenance.code == "33914-3" for v in per_bsa)
+    # Synthea's "Calcium in Blood" (49765-1) is not a verified code: named as such, never read as a calcium.
+    assert {i.kind for i in result.issues} == {"unverified-lab-code"}
+    assert all("49765-1" in i.detail and "not a laboratory code this service has verified" in i.detail
+               for i in result.issues)
 
 
 def test_carebundle_ckd_patient_coded_only_in_icd10cm() -> None:

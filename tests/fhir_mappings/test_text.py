@@ -1,97 +1,81 @@
-"""Free-text skin findings in English and French, with negation and history (rule C5, brief §5e)."""
+"""Free-text skin findings in English and French: assertions (rule C5) and scope to the skin (issue 11).
+
+The corpus ``tests/fixtures/text/assertions.csv`` holds negated, hypothetical, family, historical, out-of-scope
+and positive phrasings with the reading a clinician expects; each row is one test.
+"""
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import pytest
 
-from fhir_mappings.text import find_text_findings
+from fhir_mappings.text import find_text_findings, read_mentions, read_skin_text, text_names_skin
+from fhir_mappings.text.pipeline import cache_info
+
+CORPUS = Path(__file__).parents[1] / "fixtures" / "text" / "assertions.csv"
+ROWS = list(csv.DictReader(CORPUS.read_text(encoding="utf-8").splitlines()))
 
 
-def kinds(text: str, *, lesion: bool = False) -> set[str]:
-    return {finding.kind for finding in find_text_findings(text, lesion_context=lesion)}
+def _expected(cell: str) -> set[tuple[str, str]]:
+    pairs = set()
+    for item in filter(None, cell.split(";")):
+        kind, _, value = item.partition(":")
+        pairs.add((kind, value or "asserted"))
+    return pairs
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("Calcinosis cutis of the fingers", {"calcinosis"}),
-        ("Calcinose cutanée diffuse", {"calcinosis"}),
-        ("calcifications sous-cutanées multiples", {"calcinosis"}),
-        ("Suspected calciphylaxis", {"calciphylaxis"}),
-        ("Calciphylaxie probable", {"calciphylaxis"}),
-        ("Painful subcutaneous nodules on the buttocks", {"nodule", "pain"}),
-        ("Nodules durs et douloureux des cuisses", {"nodule", "pain"}),
-        ("Ulcère nécrotique de la jambe", {"ulcer", "necrosis"}),
-        ("Non-healing ulcer with black eschar", {"ulcer", "necrosis"}),
-        ("Ulcère non cicatrisé", {"ulcer"}),
-        ("Purpura rétiforme et livedo", {"purpura_livedo"}),
-        ("livedo reticularis of the thighs", {"purpura_livedo"}),
-        ("Gangrène distale", {"necrosis"}),
-        ("Cellulitis around the lesion", {"infection", "local_injury"}),
-        ("Lésion surinfectée", {"infection", "local_injury"}),
-        ("Acné sévère au site de la lésion", {"local_injury"}),
-        ("Injection sites on both thighs", {"local_injury"}),
-    ],
-)
-def test_asserted_findings(text: str, expected: set[str]) -> None:
-    assert kinds(text) == expected
+def test_the_corpus_covers_every_assertion_in_both_languages() -> None:
+    assert len(ROWS) >= 40
+    readings = {value for row in ROWS for _, value in _expected(row["set_aside"]) | _expected(row["findings"])}
+    assert {"negated", "historical", "family", "suspected", "asserted"} <= readings
+    assert any("(fr" in row["what it checks"] for row in ROWS)
+    assert any("(en" in row["what it checks"] for row in ROWS)
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "No ulceration",
-        "Not tender",
-        "no ulceration or necrosis",
-        "Patient denies pain at the nodules",  # pain negated; nodules asserted below separately
-        "Pas d'ulcération",
-        "Sans nécrose ni ulcère",
-        "Absence de calcinose",
-        "Healed ulcer scars on the legs",
-        "Cicatrices d'ulcères",
-        "Calciphylaxis ruled out",
-        "Antécédent de calciphylaxie",
-        "History of skin ulcer",
-        "Calciphylaxie écartée",
-        "livedoid vasculitis",
-        "douleur thoracique",
-        "chest pain",
-        "lesion free of infection",
-    ],
-)
-def test_negated_historical_or_unrelated_mentions_are_ignored(text: str) -> None:
-    assert kinds(text) - {"nodule"} == set()
+@pytest.mark.parametrize("row", ROWS, ids=[f"{i:02d}-{row['text'][:40]}" for i, row in enumerate(ROWS)])
+def test_corpus_reading(row: dict[str, str]) -> None:
+    findings, set_aside = read_skin_text(row["text"], skin_context=row["skin_context"] == "yes")
+    assert {(f.kind, f.certainty) for f in findings} == _expected(row["findings"]), row["what it checks"]
+    assert {(s.kind, s.reason) for s in set_aside} == _expected(row["set_aside"]), row["what it checks"]
 
 
-def test_indolore_and_painless_are_not_pain() -> None:
-    assert kinds("Nodules indolores des coudes") == {"nodule"}
-    assert kinds("Painless nodules") == {"nodule"}
-    assert kinds("Nodules non douloureux") == {"nodule"}
-
-
-def test_negation_does_not_cross_a_sentence_or_a_but() -> None:
-    assert kinds("Pas de fièvre. Ulcère douloureux de la cuisse.") == {"ulcer", "pain"}
-    assert kinds("No fever but painful necrotic ulcer") == {"ulcer", "necrosis", "pain"}
-    assert kinds("Pas de fièvre mais nodules douloureux") == {"nodule", "pain"}
-
-
-def test_bare_pain_counts_only_on_a_lesion() -> None:
-    assert kinds("très douloureux") == set()
-    assert kinds("très douloureux", lesion=True) == {"pain"}
-
-
-def test_biopsy_needs_both_words_asserted() -> None:
-    assert "biopsy_calciphylaxis" in kinds("Skin biopsy consistent with calciphylaxis")
-    assert "biopsy_calciphylaxis" not in kinds("Biopsy: no calciphylaxis")
-    assert "biopsy_calciphylaxis" not in kinds("Calciphylaxis suspected, biopsy not done yet")
-    assert "biopsy_calciphylaxis" not in kinds("Suspicion de calciphylaxie, biopsie prévue")
-
-
-def test_findings_carry_body_sites_and_the_clause() -> None:
+def test_findings_carry_body_sites_and_the_sentence() -> None:
     (finding,) = find_text_findings("Calcinose des fesses. Pas d'ulcère.")
     assert finding.kind == "calcinosis"
     assert finding.body_sites == ("skin_buttock",)
-    assert finding.clause == "Calcinose des fesses"
+    assert finding.clause == "Calcinose des fesses."
+
+
+def test_a_set_aside_mention_names_the_words_that_set_it_aside() -> None:
+    _, (negated,) = read_skin_text("calcinose : absente")
+    assert negated.cue == "absente"
+    _, (organ,) = read_skin_text("Peptic ulcer disease")
+    assert organ.cue == "Peptic"
+
+
+def test_text_without_any_term_never_reaches_the_pipeline() -> None:
+    before = cache_info()
+    assert read_mentions("Hypertension artérielle essentielle") == ()
+    assert read_mentions("Type 2 diabetes mellitus without complication") == ()
+    after = cache_info()
+    assert (after.hits, after.misses) == (before.hits, before.misses)
+
+
+def test_repeated_texts_are_read_once() -> None:
+    text = "Nodules sous-cutanés douloureux des fesses, calcinose probable (cache test)"
+    first = read_mentions(text)
+    misses = cache_info().misses
+    assert read_mentions(text) == first
+    assert cache_info().misses == misses
+
+
+def test_text_names_skin() -> None:
+    assert text_names_skin("ulcère de la cuisse")
+    assert text_names_skin("subcutaneous mass")
+    assert not text_names_skin("Peptic ulcer disease")
+    assert not text_names_skin(None)
 
 
 def test_empty_text() -> None:

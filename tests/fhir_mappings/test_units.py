@@ -77,7 +77,7 @@ def test_display_unit_is_the_fallback_when_the_code_is_absent_or_not_ucum() -> N
     [
         ("calcium_total", "mg", None),
         ("creatinine", "mmol/L", None),
-        ("egfr", "mL/min", None),  # not normalised to 1.73 m²: a different quantity, never "close enough"
+        ("egfr", "mL/s", None),  # a flow in another unit: the brief gives no conversion
         ("hba1c", "mmol/mol", None),  # IFCC units: the brief gives no conversion to %
         ("albumin", None, "gm per litre"),
     ],
@@ -87,6 +87,30 @@ def test_unknown_unit_is_a_data_issue_and_the_value_is_not_used(analyte: str, co
     assert isinstance(result, DataIssue)
     assert result.kind == "unknown-unit"
     assert "not used" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("analyte", "sent", "value", "expected"),
+    [
+        # Spellings labs and vendors send for the same units (issue 11).
+        ("egfr", "mL/min/1.73m2", 42.0, 42.0),
+        ("egfr", "mL/min/1.73.m2", 42.0, 42.0),
+        ("egfr", "ml/min/1,73 m²", 42.0, 42.0),
+        ("egfr", "mL/min/{1.73_m2}", 42.0, 42.0),
+        # An eGFR code is per 1.73 m² by definition: "mL/min" there is read as such (flagged by the reader).
+        ("egfr", "mL/min", 42.0, 42.0),
+        ("alp", "[IU]/L", 140.0, 140.0),
+        ("alp", "IU/L", 140.0, 140.0),
+        ("alp", "UI/L", 140.0, 140.0),
+        ("calcium_total", "mg/dl", 9.8, 9.8),
+        # Calcium is divalent: 5.0 mEq/L = 2.5 mmol/L = 10.02 mg/dL.
+        ("calcium_total", "mEq/L", 5.0, 10.02),
+    ],
+)
+def test_common_unit_spellings_are_read(analyte: str, sent: str, value: float, expected: float) -> None:
+    converted = to_canonical(analyte, value, code=None, unit=sent)
+    assert isinstance(converted, Converted)
+    assert converted.value == pytest.approx(expected)
 
 
 def test_missing_unit_is_a_data_issue() -> None:

@@ -623,3 +623,21 @@ async def test_a_fetch_cut_by_the_outer_deadline_keeps_its_queries_and_token_use
     assert [(q.key, q.status, q.outcome) for q in resolved.queries] == [
         ("observations", 503, "error"), ("observations", None, "deadline")
     ]
+
+
+# --------------------------------------------------------------------------- template tokens (issue 16 item 8)
+
+
+@pytest.mark.parametrize("value", [".", "..", "p1&_id=p2", "p1/..", "", "x" * 65, True])
+def test_a_token_value_that_is_not_a_fhir_id_leaves_the_key_unobtainable(value: Any) -> None:
+    from hooks.data_access import fill_template
+
+    assert fill_template("Patient/{{context.patientId}}", {"patientId": value}) is None
+    assert fill_template("Condition?patient={{context.patientId}}", {"patientId": value}) is None
+
+
+def test_fhir_id_token_values_are_filled() -> None:
+    from hooks.data_access import fill_template
+
+    assert fill_template("Condition?patient={{context.patientId}}", {"patientId": "a-1.B"}) == "Condition?patient=a-1.B"
+    assert fill_template("Practitioner/{{userPractitionerId}}", {"userId": "Practitioner/u1"}) == "Practitioner/u1"

@@ -14,7 +14,14 @@ import pytest
 import respx
 
 from hooks.data_access import FetchResult
-from hooks.fhir_client import CircuitBreaker, HttpxFhirFetcher, base_allowed, normalise_base, within_base
+from hooks.fhir_client import (
+    CircuitBreaker,
+    HttpxFhirFetcher,
+    base_allowed,
+    normalise_base,
+    origin_of,
+    within_base,
+)
 from tests.conftest import test_settings as settings_for
 
 BASE = "https://ehr.example.org/fhir"
@@ -541,7 +548,7 @@ async def fetch_at(fetcher: HttpxFhirFetcher, clock: FakeClock, query: str, toke
 
 
 def breaker_state(fetcher: HttpxFhirFetcher) -> str:
-    return fetcher.breaker.state(fetcher._allowed(BASE, (BASE,)) or "")
+    return fetcher.breaker.state(origin_of(BASE))
 
 
 @pytest.mark.parametrize(
@@ -582,7 +589,7 @@ async def test_half_open_probe_never_stays_stuck(respx_mock: respx.MockRouter, p
 async def test_probe_is_released_whatever_the_request_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock()
     fetcher = breaker_fetcher(clock)
-    base = fetcher._allowed(BASE, (BASE,)) or ""
+    base = origin_of(BASE)
     fetcher.breaker.record(base, failed=True)
     clock.now += 31
 
@@ -594,7 +601,7 @@ async def test_probe_is_released_whatever_the_request_raises(monkeypatch: pytest
         result = await fetch_at(fetcher, clock, "Patient/p1")
         assert result.resources is None
         assert "KeyError" in (result.failure or "")
-        assert not fetcher.breaker._states[base].probing
+        assert fetcher.breaker.allow(base)  # not stuck half-open: the next request may go
     finally:
         await fetcher.aclose()
 
@@ -674,7 +681,7 @@ async def test_requests_in_flight_per_base_are_bounded(respx_mock: respx.MockRou
         return ok(searchset(obs(1)))
 
     route = respx_mock.get(url__startswith=f"{BASE}/Observation").mock(side_effect=slow)
-    fetcher = HttpxFhirFetcher(settings_for(fhir_allowed_bases=[BASE], fhir_search_count=0), per_base_in_flight=2)
+    fetcher = HttpxFhirFetcher(settings_for(fhir_allowed_bases=[BASE], fhir_search_count=0), connections_per_origin=2)
     try:
         results = await asyncio.gather(*(
             fetcher.fetch(key=f"k{n}", fhir_server=BASE, query=f"Observation?n={n}", access_token=TOKEN,
@@ -698,7 +705,7 @@ async def test_slot_wait_past_the_budget_is_not_held_against_the_server(respx_mo
     fetcher = HttpxFhirFetcher(
         settings_for(fhir_allowed_bases=[BASE], fhir_search_count=0, fhir_request_timeout_s=5,
                      fhir_breaker_failures=1),
-        per_base_in_flight=1,
+        connections_per_origin=1,
     )
     try:
         first, second = await asyncio.gather(*(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from tests.support.cds_client import SigningKey, bearer, sandbox_token
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = json.loads((ROOT / "examples" / "patient-view-request.json").read_text(encoding="utf-8"))
+DOCUMENTED = json.loads((ROOT / "examples" / "patient-view-response.json").read_text(encoding="utf-8"))
 SERVICE = "/cds-services/calcinosis-assessment"
 FHIR = "https://fhir.test/fhir"
 
@@ -72,12 +74,11 @@ async def test_calls_cards_stages_and_audit_appends_are_counted(make_client: Cal
                  status="412") == 1
     assert value(found, requests, endpoint="feedback", service="calcinosis-assessment", hook="none",
                  status="200") == 1
-    # The README example's four cards, by kind and indicator.
-    assert {(kind, indicator): value(found, "cds_cards_total", kind=kind, indicator=indicator)
-            for kind, indicator in [("red-flag", "warning"), ("subtype-assessment", "warning"),
-                                    ("missing-workup", "info"), ("therapy-options", "warning")]} == {
-        ("red-flag", "warning"): 1, ("subtype-assessment", "warning"): 1, ("missing-workup", "info"): 1,
-        ("therapy-options", "warning"): 1}
+    # The README example's cards (examples/patient-view-response.json), by kind and indicator.
+    documented = Counter((card["extension"]["calcinosis-cds"]["kind"], card["indicator"])
+                         for card in DOCUMENTED["cards"])
+    assert {key: value(found, "cds_cards_total", kind=key[0], indicator=key[1]) for key in documented} == documented
+    assert sum(v for (name, _), v in found.items() if name == "cds_cards_total") == len(cards)
     stage = "cds_stage_duration_seconds_count"
     assert value(found, stage, stage="prefetch_resolution") == 2  # the 200 and the 412
     assert value(found, stage, stage="engine") == 1

@@ -160,20 +160,27 @@ def test_silence(resources: tuple[dict[str, object], ...]) -> None:
 # --------------------------------------------------------------------------- missing work-up
 
 
-def test_missing_work_up_lists_what_is_absent_for_the_subtypes_in_play() -> None:
+def test_missing_work_up_orders_the_few_decisive_tests_first() -> None:
     _, assessment = run(*with_calcinosis(condition("M34.1"), lab("17861-6", 9.5, "mg/dL")))
-    missing = set(assessment.missing_workup)
-    assert {"phosphate", "albumin", "renal-function", "pth", "vitamin-d-25", "lupus-serology"} <= missing
-    assert "calcium" not in missing
-    # SSc is already diagnosed: SSc serology is not asked for.
-    assert "ssc-serology" not in missing
+    # At most 4 draft orders (ruleset max_workup_orders), the ones that change the classification first.
+    assert assessment.missing_workup == ("phosphate", "renal-function", "albumin", "pth")
+    assert assessment.workup.deferred == ("vitamin-d-25",)
+    assert "calcium" not in assessment.missing_workup
+    # SSc is already diagnosed: no serology for it, nor lupus markers (issue 10: proportionate work-up).
+    asked = set(assessment.missing_workup) | set(assessment.workup.deferred)
+    assert not asked & {"ssc-serology", "lupus-serology", "myositis-workup"}
 
 
 def test_conditional_work_up_items() -> None:
     # Hypercalcaemia with low PTH: 1,25-(OH)2-D and ACE (sarcoidosis) become relevant; so do Mg and bicarbonate.
-    _, assessment = run(*with_calcinosis(lab("17861-6", 11.8, "mg/dL"), lab("1751-7", 4.0, "g/dL"),
-                                         lab("2731-8", 9, "pg/mL")))
-    assert {"vitamin-d-1-25", "ace", "magnesium", "bicarbonate"} <= set(assessment.missing_workup)
+    labs = (lab("17861-6", 11.8, "mg/dL"), lab("1751-7", 4.0, "g/dL"), lab("2731-8", 9, "pg/mL"))
+    _, assessment = run(*with_calcinosis(*labs))
+    asked = set(assessment.missing_workup) | set(assessment.workup.deferred)
+    assert {"vitamin-d-1-25", "ace", "magnesium", "bicarbonate"} <= asked
+    # On dialysis the milk-alkali tests are not asked for (issue 10).
+    _, dialysis = run(*with_calcinosis(*labs, condition("Z99.2")))
+    asked = set(dialysis.missing_workup) | set(dialysis.workup.deferred)
+    assert not asked & {"magnesium", "bicarbonate"}
 
 
 @pytest.mark.parametrize(

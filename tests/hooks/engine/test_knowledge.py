@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any
@@ -130,8 +131,9 @@ def test_flags_risks_and_cautions_cite_their_sources() -> None:
         assert flag.basis
         assert flag.reference in K.references
     for caution in K.cautions:
-        assert caution.basis.startswith("brief §6f")
-        assert caution.option in {o.id for o in K.options}
+        # Every caution cites the brief's S-rules or the safety addendum (with its [Rn] sources).
+        assert re.search(r"brief §6f|brief §6e|brief §9|addendum S\d\d", caution.basis), caution.id
+        assert set(caution.applies_to) <= {o.id for o in K.options}
     for reference in K.references.values():
         assert reference.url is None or reference.url.startswith("https://")
 

@@ -5,6 +5,8 @@
    that is the brief's rule working, not a spurious flag. So the property is: a normal value of an analyte
    outside the Ca x P pair never creates a flag, and a normal calcium or phosphate never creates one when
    the patient's other value of the pair is normal or absent.
+   A normal creatinine or eGFR is excluded when a CKD or dialysis code is present: a current eGFR supersedes
+   an older coded stage (issue 10), which may remove a CKD-only risk card and bring back the flag it replaced.
 2. Raising calcium x phosphate never lowers the red-flag severity.
 """
 
@@ -16,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hooks.engine.assessment import Assessment
+from hooks.engine.knowledge import load_knowledge
 from tests.fhir_builders import condition, lab, medication, patient
 from tests.hooks.engine.conftest import run
 
@@ -71,7 +74,14 @@ def _base(conds: list[tuple[str, str]], meds: list[tuple[str, str]]) -> list[dic
 
 
 def _flag_ids(assessment: Assessment) -> set[str]:
-    return {f.id for f in assessment.flags}
+    """Raised flags, counting a risk card as the flag it replaces (metastatic-calcification-risk stands for
+    elevated-calcium-phosphate-product in CKD G4-5D): a normal eGFR that supersedes an old CKD code turns the
+    risk card back into that flag, which is not a new finding."""
+    replaced = {r.replaces_flag for r in load_knowledge().risks if r.replaces_flag}
+    by_risk = {r.id: r.replaces_flag for r in load_knowledge().risks}
+    ids = {f.id for f in assessment.flags}
+    ids |= {flag for r in assessment.risks if (flag := by_risk.get(r.id)) in replaced and flag is not None}
+    return ids
 
 
 def _severity(assessment: Assessment) -> int:
@@ -103,7 +113,8 @@ def test_adding_a_normal_lab_never_creates_a_red_flag(
     partner_abnormal = (added == "calcium" and phosphate is not None and not 2.5 <= phosphate <= 4.5) or (
         added == "phosphate" and calcium is not None and not 8.5 <= calcium <= 10.5
     )
-    if partner_abnormal:
+    renal_coded = any(code in {"N18.32", "N18.4", "Z99.2"} for code, _ in conds)
+    if partner_abnormal or (renal_coded and added in {"creatinine", "egfr"}):
         return
     code, value, unit = NORMAL_LABS[added][variant % len(NORMAL_LABS[added])]
     _, before = run(*base)

@@ -33,7 +33,7 @@ def _case(rule: str) -> list[dict[str, Any]]:
         "R15": with_calcinosis(condition("Z99.2")),
         "R16": with_calcinosis(condition("Z94.0")),
         "R17": with_calcinosis(condition("E21.0")),
-        "R18": with_calcinosis(condition("E21.1")),
+        "R18": with_calcinosis(condition("E21.1"), condition("N18.4")),
         "R19": with_calcinosis(condition("E67.3")),
         "R20": with_calcinosis(condition("D86.9")),
         "R21": with_calcinosis(

@@ -1,0 +1,44 @@
+"""Building and naming FHIR queries: the URL sent, and the relative query the audit records (never the token)."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urljoin
+
+import httpx
+
+__all__ = ["is_read", "join_link", "relative_query", "resource_type", "with_count"]
+
+
+def resource_type(relative: str) -> str:
+    return relative.split("?", 1)[0].split("/", 1)[0] or "?"
+
+
+def is_read(relative: str) -> bool:
+    path = relative.split("?", 1)[0].strip("/")
+    return "?" not in relative and path.count("/") == 1
+
+
+def relative_query(url: str, base: str) -> str:
+    """What the audit records: the query relative to the base (search parameters, never the token)."""
+    parsed = httpx.URL(url)
+    path = parsed.raw_path.decode("ascii", "replace")
+    prefix = httpx.URL(base).raw_path.decode("ascii", "replace").rstrip("/")
+    return path[len(prefix) :].lstrip("/") if path.startswith(prefix) else path
+
+
+def with_count(relative: str, count: int) -> str:
+    """A search without ``_count`` gets one: the result set is the same (R45), the page count smaller."""
+    if count <= 0 or is_read(relative):
+        return relative
+    # Parameter names, not a substring: "x_count=5" or a value holding "_count=" is not a page size.
+    if any(name == "_count" for name, _ in parse_qsl(relative.partition("?")[2], keep_blank_values=True)):
+        return relative
+    return f"{relative}{'&' if '?' in relative else '?'}_count={count}"
+
+
+def join_link(fhir_server: str, link: str) -> str | None:
+    """A ``next`` link resolved against the base; None when it is not even a URL (e.g. "http://[::1")."""
+    try:
+        return urljoin(fhir_server.rstrip("/") + "/", link)
+    except ValueError:
+        return None
