@@ -133,9 +133,10 @@ class Settings(BaseSettings):
         if self.audit_dsn is None:
             self.audit_dsn = f"sqlite:///{self.data_dir / 'audit.sqlite3'}"
         if self.audit_max_pending < 2 * self.max_concurrent_calls:
-            raise ValueError(
+            raise SettingsError(
                 "CDS_AUDIT_MAX_PENDING must be at least twice CDS_MAX_CONCURRENT_CALLS: room for the admitted "
-                "calls' audit rows and for as many audited refusals"
+                f"calls' audit rows and for as many audited refusals; set CDS_AUDIT_MAX_PENDING to "
+                f"{2 * self.max_concurrent_calls} or more, or lower CDS_MAX_CONCURRENT_CALLS"
             )
         return self
 

@@ -92,6 +92,11 @@ def _cases(tmp_path: Path) -> dict[str, tuple[dict[str, str], str, list[str]]]:
                        ["CDS_AUDIT_DSN must start with sqlite:///, postgresql:// or memory://"]),
         "memory-store-in-production": ({**with_trust, "CDS_AUDIT_DSN": "memory://"}, "127.0.0.1",
                                        ["CDS_AUDIT_DSN memory:// is not durable"]),
+        "audit-queue-too-small": ({**with_trust, "CDS_MAX_CONCURRENT_CALLS": "64"}, "127.0.0.1",
+                                  ["CDS_AUDIT_MAX_PENDING must be at least twice", "set CDS_AUDIT_MAX_PENDING to 128"]),
+        "postgres-unreachable": ({**with_trust, "CDS_AUDIT_DSN":
+                                  f"postgresql://cds:{SECRET}@127.0.0.1:1/none?connect_timeout=2"}, "127.0.0.1",
+                                 ["the audit store (CDS_AUDIT_DSN) cannot be used", "OperationalError"]),
     }
 
 
@@ -99,7 +104,7 @@ CASES = (
     "audit-key-missing", "http-public-url", "loopback-fhir-in-production", "cors-wildcard", "out-of-range",
     "not-a-number", "unknown-environment", "auth-off-off-loopback", "no-trust-file", "trust-file-missing",
     "trust-file-not-yaml", "trust-file-hmac", "trust-file-typo", "sandbox-in-production", "dsn-scheme",
-    "memory-store-in-production",
+    "memory-store-in-production", "audit-queue-too-small", "postgres-unreachable",
 )
 
 
