@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import getpass
 import socket
-import time
 import uuid
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -224,7 +223,8 @@ class AuditLog(ChainIntegrity):
             return self._append(access_row(record_id, now, document, filters.get("patient")))
 
     def remember_jti(self, iss: str, jti: str, expires_at: datetime) -> bool:
-        now = time.time()
+        # The injected clock, like every other time this log writes: purging follows the same "now".
+        now = self._clock().timestamp()
         iss, jti = column_text(iss) or "", column_text(jti) or ""
         with self._guard("jti"), self._transaction(chain=False):
             self._jti_calls += 1
