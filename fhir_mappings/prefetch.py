@@ -7,8 +7,10 @@ layer, and reports malformed entries as :class:`DataIssue` instead of raising.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from itertools import pairwise
 from typing import Any, Literal, Required
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
@@ -16,6 +18,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 # pydantic needs typing_extensions.TypedDict before Python 3.12.
 from typing_extensions import TypedDict
 
+from fhir_mappings._common import parse_datetime
 from fhir_mappings.facts import DataIssue
 from fhir_mappings.models import CodeableConcept, malformed_issue
 
@@ -27,6 +30,7 @@ __all__ = [
     "PrefetchValue",
     "bundle_next_link",
     "classify_prefetch_value",
+    "newest_first_reach",
 ]
 
 _IGNORE_EXTRA = ConfigDict(extra="ignore")
@@ -174,3 +178,34 @@ def classify_prefetch_value(value: object) -> PrefetchValue:
 def _only_warnings(outcome: OperationOutcome) -> bool:
     issues = outcome.get("issue") or []
     return bool(issues) and all(issue.get("severity") in {"warning", "information"} for issue in issues)
+
+
+def _dated(resource: Mapping[str, Any]) -> datetime | None:
+    """When an Observation (or a report) was taken: effective[x], else ``issued``; None when undated."""
+    if not isinstance(resource, Mapping):
+        return None
+    for name in ("effectiveDateTime", "effectiveInstant", "issued"):
+        value = resource.get(name)
+        if isinstance(value, str) and (moment := parse_datetime(value)) is not None:
+            return moment
+    period = resource.get("effectivePeriod")
+    if isinstance(period, Mapping):
+        for name in ("start", "end"):
+            value = period.get(name)
+            if isinstance(value, str) and (moment := parse_datetime(value)) is not None:
+                return moment
+    return None
+
+
+def newest_first_reach(resources: Sequence[Mapping[str, Any]], needed_from: datetime) -> datetime | None:
+    """The oldest date of a newest-first list once it reaches back before ``needed_from``, else None.
+
+    The completeness rule of issue 11: a list the server sorted newest first (``_sort=-date``) that already
+    holds a result older than the longest look-back window holds every result the rules read, so further
+    pages are not needed. The order is checked, not trusted: a server that ignored ``_sort`` gives a list
+    whose dates go up somewhere, and then every page is read. Undated entries are ignored (never "latest").
+    """
+    dates = [moment for r in resources if (moment := _dated(r)) is not None]
+    if not dates or any(later > earlier for earlier, later in pairwise(dates)):
+        return None
+    return dates[-1] if dates[-1] < needed_from else None

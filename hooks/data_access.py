@@ -37,9 +37,10 @@ import time
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
-from fhir_mappings.prefetch import PrefetchValue
+from fhir_mappings.prefetch import PrefetchValue, newest_first_reach
 from fhir_mappings.prefetch import classify_prefetch_value as read_prefetch_value
 from hooks.audit.records import FhirQuery, PrefetchStateName, TokenUse
 from hooks.errors import BadRequest, CdsError, PreconditionFailed
@@ -55,6 +56,7 @@ __all__ = [
     "ResolvedData",
     "call_byte_budget",
     "classify_prefetch_value",
+    "completeness_reason",
     "fetch_progress",
     "fill_template",
     "not_about_patient",
@@ -171,6 +173,8 @@ class KeyData:
     resources: list[dict[str, Any]] | None
     fetched: bool = False
     failure: str | None = None
+    # Why the list is complete although pages were left unread (issue 11 completeness rule), for the audit.
+    complete_by: str | None = None
 
     @property
     def obtained(self) -> bool:
@@ -258,7 +262,7 @@ def call_byte_budget() -> ByteBudget | None:
 
 
 class FhirFetcher(Protocol):
-    """Queries the EHR's FHIR server for one prefetch key (implemented in ``hooks.fhir_client``)."""
+    """Queries the EHR's FHIR server for one prefetch key (implemented in ``hooks.fhir.client``)."""
 
     async def fetch(
         self,
@@ -299,6 +303,7 @@ async def resolve_prefetch(
     token_expires_in: float | None = None,
     token_scope: str | None = None,
     max_call_bytes: int | None = None,
+    complete_after: Mapping[str, tuple[datetime, str]] | None = None,
 ) -> ResolvedData:
     """Resolve every declared prefetch key; missing keys are fetched concurrently before ``deadline``.
 
@@ -306,12 +311,18 @@ async def resolve_prefetch(
     ``token_expires_in`` its ``expires_in``: no FHIR call is made once the token has (nearly) expired;
     ``token_scope`` its ``scope``: a key whose resource type the SMART scopes do not grant is not queried.
     ``max_call_bytes`` bounds the FHIR answer bytes all keys of this call may read together.
+    ``complete_after``: per key, the oldest moment any rule reads (now minus the longest look-back) and the
+    search parameter that dates the results. A newest-first list that reaches before it is complete: its
+    remaining pages are not read. The service's own query asks for that window only (``date=ge…``), which
+    is complete by construction. Either way the key records why (issue 11).
     Keys the EHR sent that the service did not declare are ignored (a client only sends what was asked).
     """
     resolved = ResolvedData(token_use="not-used" if access_token else "none")
     received = prefetch or {}
     patient_id = str(context.get("patientId", ""))
-    pending: dict[str, tuple[str, bool]] = {}  # key -> (query, or the EHR's next link when True)
+    # key -> (target, mode): "query" the template, follow the EHR's "next" link, or query the look-back window
+    # and "merge" it with the EHR's first page.
+    pending: dict[str, tuple[str, str]] = {}
     for key, template in templates.items():
         if key in received:
             classified = classify_prefetch_value(received[key])
@@ -325,7 +336,18 @@ async def resolve_prefetch(
                                      failure="wrong-patient")
                 resolved.keys[key] = KeyData(key, "present", list(classified.resources))
                 if classified.next_link:
-                    pending[key] = (classified.next_link, True)
+                    window = (complete_after or {}).get(key)
+                    reason = _reaches_back(classified.resources, window[0] if window else None)
+                    own = fill_template(template, context) if window and reason is None else None
+                    if reason is not None:
+                        resolved.keys[key].complete_by = reason
+                    elif window and own is not None:
+                        # The EHR's first page stops inside the look-back: ask for the window itself (one or two
+                        # pages) and add what the page lacked, rather than walk every page of ten years.
+                        pending[key] = (_windowed(own, *window), "merge")
+                        resolved.keys[key].complete_by = _window_reason(*window)
+                    else:
+                        pending[key] = (classified.next_link, "next")
                 continue
             state: PrefetchStateName = "operation-outcome"
         else:
@@ -335,7 +357,10 @@ async def resolve_prefetch(
         if query is None:
             resolved.keys[key].failure = "template token could not be filled from context"
             continue
-        pending[key] = (query, False)
+        if complete_after and key in complete_after:
+            query = _windowed(query, *complete_after[key])
+            resolved.keys[key].complete_by = _window_reason(*complete_after[key])
+        pending[key] = (query, "query")
 
     if not pending:
         return resolved
@@ -346,8 +371,8 @@ async def resolve_prefetch(
     if unusable is None and deadline <= time.monotonic():
         unusable = "the access token expires before the FHIR server could be queried"
     if unusable is None and access_token and token_scope is not None:
-        for key, (target, is_next) in list(pending.items()):
-            resource_type = _resource_type(target) if not is_next else None
+        for key, (target, mode) in list(pending.items()):
+            resource_type = _resource_type(target) if mode != "next" else None
             if resource_type and scope_allows_read(token_scope, resource_type) is False:
                 _incomplete(resolved.keys[key], f"fhirAuthorization.scope does not grant {resource_type} read")
                 del pending[key]
@@ -383,9 +408,9 @@ async def resolve_prefetch(
     # Every task ends before the TaskGroup exits (run() does not raise), and a cancelled hook call cancels
     # them all: no query keeps running, token in hand, after the call has been answered.
     async with asyncio.TaskGroup() as group:
-        tasks = [(key, is_next, group.create_task(run(key, target, is_next)))
-                 for key, (target, is_next) in pending.items()]
-    for key, is_next, task in tasks:
+        tasks = [(key, mode, group.create_task(run(key, target, mode == "next")))
+                 for key, (target, mode) in pending.items()]
+    for key, mode, task in tasks:
         result = task.result()
         resolved.queries.extend(result.queries)
         if result.token_sent and resolved.token_use == "not-used":
@@ -406,12 +431,35 @@ async def resolve_prefetch(
                 )
             continue
         data.fetched = True
-        if is_next and data.resources is not None:
+        if mode == "next" and data.resources is not None:
             data.resources.extend(result.resources)
+        elif mode == "merge" and data.resources is not None:
+            seen = {(r.get("resourceType"), r.get("id")) for r in data.resources}
+            data.resources.extend(r for r in result.resources if (r.get("resourceType"), r.get("id")) not in seen)
         else:
             data.resources = list(result.resources)
             data.failure = None
     return resolved
+
+
+def _windowed(query: str, since: datetime, param: str) -> str:
+    return f"{query}{'&' if '?' in query else '?'}{param}=ge{since.date().isoformat()}"
+
+
+def _window_reason(since: datetime, param: str) -> str:
+    return f"query limited to {param} >= {since.date().isoformat()} (the longest look-back)"
+
+
+def _reaches_back(resources: list[dict[str, Any]] | tuple[dict[str, Any], ...], needed: datetime | None) -> str | None:
+    oldest = newest_first_reach(resources, needed) if needed is not None else None
+    return None if oldest is None else completeness_reason(oldest, needed)
+
+
+def completeness_reason(oldest: datetime, needed: datetime | None) -> str:
+    """The audit's words for a list accepted before its last page (issue 11 completeness rule)."""
+    before = f", before {needed.date().isoformat()}" if needed else ""
+    reach = oldest.date().isoformat()
+    return f"newest-first list reaches {reach}{before} (the longest look-back): later pages not read"
 
 
 def _why_not_query(
@@ -460,3 +508,4 @@ def _incomplete(data: KeyData, reason: str) -> None:
         reason = f"further pages could not be read: {reason}"
     data.resources = None
     data.failure = reason
+    data.complete_by = None

@@ -90,7 +90,11 @@ async def _service_call(
         context_values = context.model_dump()
         deadline = time.monotonic() + settings.fhir_deadline_s
         with runtime.metrics.stage("prefetch_resolution"):
-            data = await _resolve(cds_request, service.prefetch, context_values, caller, runtime, deadline)
+            now = runtime.clock()
+            complete_after = {key: (now - timedelta(days=window.days), window.date_param)
+                              for key, window in service.look_back.items()}
+            data = await _resolve(cds_request, service.prefetch, context_values, caller, runtime, deadline,
+                                  complete_after)
         runtime.metrics.fhir_answered(data.queries)
         _record_data(record, data, raw)
         if data.refusal is not None:
@@ -136,6 +140,7 @@ async def _resolve(
     caller: Caller,
     runtime: Runtime,
     deadline: float,
+    complete_after: Mapping[str, tuple[datetime, str]],
 ) -> ResolvedData:
     authorization = cds_request.fhirAuthorization
     return await resolve_prefetch(
@@ -152,6 +157,7 @@ async def _resolve(
         allowed_bases=tuple(runtime.settings.fhir_allowed_bases) + caller.fhir_servers,
         deadline=deadline,
         max_call_bytes=runtime.settings.fhir_max_call_bytes,
+        complete_after=complete_after,
     )
 
 
@@ -204,6 +210,7 @@ def _record_data(record: HookCallRecord, data: ResolvedData, raw: bytes) -> None
             resources=len(key.resources or ()),
             fetched=key.fetched,
             obtained=key.obtained,
+            complete_by=key.complete_by,
         )
         for key in data.keys.values()
     ]

@@ -41,6 +41,14 @@ class HookOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class LookBack:
+    """How far back a key's results matter, and the search parameter that dates them (``Observation.date``)."""
+
+    days: int
+    date_param: str = "date"
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceDefinition:
     id: str
     hook: str
@@ -51,6 +59,9 @@ class ServiceDefinition:
     essential_keys: frozenset[str]
     handler: Callable[[HookCall], HookOutcome]
     usage_requirements: str | None = None
+    # Per key, the longest look-back any rule reads: a newest-first list that reaches past it is complete
+    # without its later pages, and the service's own query asks for that window only (issue 11).
+    look_back: Mapping[str, LookBack] = field(default_factory=dict)
 
     def descriptor(self) -> ServiceDescriptor:
         return ServiceDescriptor(

@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     # Never derived from the Host header.
     public_base_url: str = "http://127.0.0.1:8080"
     locale: Literal["en", "fr"] = "en"
-    max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    # A 10-year record prefetched in full is several MiB (issue 11); parsing runs off the event loop.
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 
     # --- trust (JWT) ---
     auth_required: bool | None = None
@@ -87,7 +88,9 @@ class Settings(BaseSettings):
     fhir_allow_loopback_http: bool = False
     fhir_deadline_s: float = Field(default=1.5, gt=0, le=30)
     fhir_request_timeout_s: float = Field(default=1.0, gt=0, le=30)
-    fhir_page_cap: int = Field(default=10, ge=1, le=100)
+    # Pages per key (x CDS_FHIR_SEARCH_COUNT results): a 261-Condition chart or years of orders need more than
+    # 10; Observations stop earlier once newest first past the look-back (issue 11). The deadline still bounds.
+    fhir_page_cap: int = Field(default=30, ge=1, le=100)
     # Added as _count to searches that set none: same results, fewer pages (servers default to ~20). 0 = never.
     fhir_search_count: int = Field(default=100, ge=0, le=1000)
     fhir_max_response_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)

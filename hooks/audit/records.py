@@ -25,6 +25,8 @@ class PrefetchKeyState:
     # True when the service had to query fhirServer for this key itself.
     fetched: bool = False
     obtained: bool = True
+    # Why a list was accepted before its last page (issue 11 completeness rule); None when every page was read.
+    complete_by: str | None = None
 
 
 @dataclass(slots=True)

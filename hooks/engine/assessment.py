@@ -8,6 +8,7 @@ cautions and rule C8), and the product rules C1-C9 of §5e. No I/O, no clock: ``
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any
 
 from fhir_mappings.facts import PatientFacts
@@ -271,13 +272,14 @@ def _with_action_variant(hit: FlagHit, variants: list[ActionVariant], ctx: EvalC
 def _history(ctx: EvalContext) -> tuple[Evidence, ...]:
     """For each history alert, the newest value past its threshold drawn before the look-back window."""
     found = []
+    earliest = ctx.facts.now - timedelta(days=ctx.knowledge.threshold("history_lookback_days"))
     for alert in ctx.knowledge.history_alerts:
         series = ctx.facts.labs.get(alert.analyte)
         if series is None or series.window_start is None:
             continue
         limit, start = ctx.knowledge.threshold(alert.at_least), series.window_start
         old = [v for v in series.history if v.value is not None and v.comparator is None and v.value >= limit
-               and v.effective is not None and v.effective < start]
+               and v.effective is not None and earliest <= v.effective < start]
         if old:
             item = lab_evidence(max(old, key=lambda v: v.effective or start))
             found.append(replace(item, flags=(*item.flags, "not-current")))

@@ -165,6 +165,10 @@ def _adult(argument: Any, ctx: EvalContext) -> Result:
 
 
 def _rule(argument: str, ctx: EvalContext) -> Result:
+    if ctx.confirmed_only:
+        # A critical flag built on a rule ("calciphylaxis on record", R38/R39) must not inherit the rule's
+        # suspected evidence: the rule is evaluated again on asserted findings only (issue 11).
+        return evaluate(ctx.knowledge.rule(argument).when, ctx)
     return ctx.rules.get(argument, FALSE)
 
 

@@ -64,6 +64,7 @@ def facts_from_resources(
         observations=_of_type(pool, "Observation", aliases),
         conditions=_of_type(pool, "Condition", aliases),
         medications=_of_type(pool, "MedicationRequest", aliases),
+        procedures=_of_type(pool, "Procedure", aliases),
         now=now,
         options=options or MappingOptions(),
         medication_definitions=_medication_definitions(pool),

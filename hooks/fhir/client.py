@@ -33,7 +33,7 @@ from hooks.data_access import FetchResult, call_byte_budget, fetch_progress
 from hooks.fhir.allowlist import base_allowed, origin_of, within_base
 from hooks.fhir.breaker import CircuitBreaker
 from hooks.fhir.pool import NoFreeSlot, OriginPools
-from hooks.fhir.queries import join_link, relative_query, resource_type, with_count
+from hooks.fhir.queries import encode_query, join_link, relative_query, resource_type, with_count
 from hooks.fhir.responses import Outcome, Page, QueryFailure, read_body, read_page
 from hooks.settings import Settings
 
@@ -107,7 +107,7 @@ class HttpxFhirFetcher:
         if base is None:
             return self._refused(key, relative, "fhirServer is not an allowed FHIR base")
         # Built from fhirServer as sent (not the normalised form) so the Host header is the EHR's own.
-        url = fhir_server.rstrip("/") + "/" + relative
+        url = encode_query(fhir_server.rstrip("/") + "/" + relative)
         if not within_base(url, base):
             return self._refused(key, relative, "the query leaves the fhirServer base")
         return await self._pages(key, fhir_server, base, url, access_token, deadline, first_is_ehr_page=False)
@@ -126,6 +126,7 @@ class HttpxFhirFetcher:
         if base is None:
             return self._refused(key, "(next page)", "fhirServer is not an allowed FHIR base")
         url = join_link(fhir_server, next_url)
+        url = encode_query(url) if url is not None else None
         if url is None or not within_base(url, base):
             return self._refused(key, "(next page)", "the next link leaves the fhirServer base")
         return await self._pages(key, fhir_server, base, url, access_token, deadline, first_is_ehr_page=True)
@@ -178,6 +179,7 @@ class HttpxFhirFetcher:
             current = None
             if attempt.page.next_url is not None:
                 candidate = join_link(fhir_server, attempt.page.next_url)
+                candidate = encode_query(candidate) if candidate is not None else None
                 if candidate is None or not within_base(candidate, base):
                     return FetchResult(
                         None, queries, failure="the next link leaves the fhirServer base", token_sent=sent

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urljoin
+import re
+from urllib.parse import parse_qsl, quote, urljoin
 
 import httpx
 
-__all__ = ["is_read", "join_link", "relative_query", "resource_type", "with_count"]
+__all__ = ["encode_query", "is_read", "join_link", "relative_query", "resource_type", "with_count"]
+
+# RFC 3986 query characters (pchar / "/" / "?") and existing %XX escapes pass; anything else is escaped.
+_QUERY_SAFE = "-._~!$&'()*+,;=:@/?"
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 
 
 def resource_type(relative: str) -> str:
@@ -42,3 +47,19 @@ def join_link(fhir_server: str, link: str) -> str | None:
         return urljoin(fhir_server.rstrip("/") + "/", link)
     except ValueError:
         return None
+
+
+def encode_query(url: str) -> str:
+    """Percent-encode what RFC 3986 does not allow in a query (``|`` of ``system|code``, spaces, braces).
+
+    httpx sends ``|`` as it is, and some gateways refuse it (issue 11). Existing escapes are kept, so a
+    server's own ``next`` link is never double-encoded.
+    """
+    head, mark, query = url.partition("?")
+    if not mark:
+        return url
+    parts = _ESCAPE.split(query)
+    escapes = _ESCAPE.findall(query)
+    encoded = "".join(quote(part, safe=_QUERY_SAFE) + (escapes[i] if i < len(escapes) else "")
+                      for i, part in enumerate(parts))
+    return f"{head}?{encoded}"

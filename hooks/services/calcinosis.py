@@ -9,24 +9,33 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from hooks.registry import HookCall, HookOutcome, ServiceDefinition
+from hooks.registry import HookCall, HookOutcome, LookBack, ServiceDefinition
 
 __all__ = ["ESSENTIAL_KEYS", "SERVICE_ID", "calcinosis_assessment", "prefetch_templates"]
 
 SERVICE_ID = "calcinosis-assessment"
 ESSENTIAL_KEYS = frozenset({"patient", "conditions", "observations"})
+# Results per page asked of the EHR: most servers allow 100; the service's page cap bounds the total.
+PAGE_SIZE = 100
 
 
 @lru_cache(maxsize=1)
 def prefetch_templates() -> dict[str, str]:
+    """The queries, short enough for gateways that cap a URL at 2,048 characters once encoded (issue 11).
+
+    Observation codes are sent bare (a token without a system matches the code in any system; the mapping
+    layer keeps only LOINC), newest first, so a long record is complete once it reaches past the longest
+    look-back (``complete_after_days``). Procedures (dialysis, valve replacement, transplant) are optional.
+    """
     from fhir_mappings.terminology import observation_loinc_codes
 
-    codes = ",".join(f"http://loinc.org|{code}" for code in observation_loinc_codes())
+    codes = ",".join(observation_loinc_codes())
     return {
         "patient": "Patient/{{context.patientId}}",
-        "conditions": "Condition?patient={{context.patientId}}",
-        "observations": "Observation?patient={{context.patientId}}&code=" + codes,
-        "medications": "MedicationRequest?patient={{context.patientId}}",
+        "conditions": f"Condition?patient={{{{context.patientId}}}}&_count={PAGE_SIZE}",
+        "observations": f"Observation?patient={{{{context.patientId}}}}&code={codes}&_sort=-date&_count={PAGE_SIZE}",
+        "medications": f"MedicationRequest?patient={{{{context.patientId}}}}&_count={PAGE_SIZE}",
+        "procedures": f"Procedure?patient={{{{context.patientId}}}}&_count={PAGE_SIZE}",
     }
 
 
@@ -62,9 +71,11 @@ def calcinosis_assessment(chemistry_lookback_days: int = 90, serology_lookback_d
         ),
         prefetch=prefetch_templates(),
         essential_keys=ESSENTIAL_KEYS,
+        # Serology is read over the longest window (365 days): older results are never "current".
+        look_back={"observations": LookBack(max(chemistry_lookback_days, serology_lookback_days))},
         handler=handle,
         usage_requirements=(
-            "Reads Patient, Condition, Observation (LOINC) and MedicationRequest. Without prefetch, needs "
-            "fhirServer (and fhirAuthorization unless the server is open)."
+            "Reads Patient, Condition, Observation (LOINC), MedicationRequest and, when granted, Procedure. "
+            "Without prefetch, needs fhirServer (and fhirAuthorization unless the server is open)."
         ),
     )

@@ -50,9 +50,9 @@ def _token_body(**overrides: Any) -> dict[str, Any]:
         pytest.param(
             "post",
             SERVICE,
-            {"content": b"x" * (5 * 1024 * 1024 + 1), "headers": {"content-type": "application/json"}},
+            {"content": b"x" * (16 * 1024 * 1024 + 1), "headers": {"content-type": "application/json"}},
             413,
-            id="over-5-mib",
+            id="over-16-mib",
         ),
         pytest.param(
             "post",

@@ -48,19 +48,23 @@ async def test_discovery_lists_the_service_with_its_prefetch_templates(make_clie
     assert service["title"]
     assert service["description"]
     prefetch = service["prefetch"]
-    assert set(prefetch) == {"patient", "conditions", "observations", "medications"}
+    assert set(prefetch) == {"patient", "conditions", "observations", "medications", "procedures"}
     assert prefetch["patient"] == "Patient/{{context.patientId}}"
-    assert prefetch["conditions"] == "Condition?patient={{context.patientId}}"
-    assert prefetch["medications"] == "MedicationRequest?patient={{context.patientId}}"
+    assert prefetch["conditions"] == "Condition?patient={{context.patientId}}&_count=100"
+    assert prefetch["medications"] == "MedicationRequest?patient={{context.patientId}}&_count=100"
+    assert prefetch["procedures"] == "Procedure?patient={{context.patientId}}&_count=100"
     query = prefetch["observations"]
     assert query.startswith("Observation?patient={{context.patientId}}&code=")
-    codes = query.split("&code=", 1)[1].split(",")
-    assert all(c.startswith("http://loinc.org|") for c in codes)
-    loinc = {c.split("|", 1)[1] for c in codes}
+    assert query.endswith("&_sort=-date&_count=100")  # newest first: the completeness rule can stop early
+    codes = query.split("&code=", 1)[1].split("&", 1)[0].split(",")
+    # Bare codes keep the query under 2,048 characters once encoded (gateways); the mapping reads LOINC only.
+    assert len(query) < 1024
+    assert all("|" not in c for c in codes)
+    loinc = set(codes)
     # Generated from the terminology tables: the analytes the engine reads, in mass and molar units.
     from fhir_mappings.terminology import observation_loinc_codes
 
-    assert [c.split("|", 1)[1] for c in codes] == list(observation_loinc_codes())
+    assert codes == list(observation_loinc_codes())
     assert {"17861-6", "2000-8", "2777-1", "14879-1", "2731-8", "98979-8", "14682-9"} <= loinc
     # CDS Hooks 2.0 tokens only: root-level context fields, no today() (3.0 ballot).
     for template in prefetch.values():
@@ -296,6 +300,7 @@ async def test_every_call_is_audited_with_what_was_shown(
         "conditions": "present",
         "observations": "present",
         "medications": "present",
+        "procedures": "missing",
     }
     assert any(f.get("reference") == "Observation/cal-p" for f in call.facts_used)
     assert failure.http_status == 400

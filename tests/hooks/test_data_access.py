@@ -11,6 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -641,3 +642,92 @@ def test_fhir_id_token_values_are_filled() -> None:
 
     assert fill_template("Condition?patient={{context.patientId}}", {"patientId": "a-1.B"}) == "Condition?patient=a-1.B"
     assert fill_template("Practitioner/{{userPractitionerId}}", {"userId": "Practitioner/u1"}) == "Practitioner/u1"
+
+
+# --------------------------------------------------------------------------- issue 11: long records
+
+
+class RecordingFetcher:
+    """Answers every query with ``answer`` and records what was asked (queries and next links)."""
+
+    def __init__(self, answer: list[dict[str, Any]]) -> None:
+        self.answer = answer
+        self.queries: list[str] = []
+        self.next_links: list[str] = []
+
+    async def fetch(self, *, key: str, query: str, **_: Any) -> FetchResult:
+        self.queries.append(query)
+        return FetchResult(list(self.answer), [])
+
+    async def follow_next(self, *, key: str, next_url: str, **_: Any) -> FetchResult:
+        self.next_links.append(next_url)
+        return FetchResult(list(self.answer), [])
+
+
+def dated(ident: str, days_ago: int) -> dict[str, Any]:
+    moment = (NOW - timedelta(days=days_ago)).isoformat()
+    return {"resourceType": "Observation", "id": ident, "status": "final", "effectiveDateTime": moment,
+            "subject": {"reference": "Patient/p1"}}
+
+
+NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+LOOK_BACK = {"observations": (NOW - timedelta(days=365), "date")}
+OBS_TEMPLATE = {"observations": "Observation?patient={{context.patientId}}&_sort=-date"}
+
+
+async def _resolve_observations(page: dict[str, Any] | None, fetcher: RecordingFetcher) -> Any:
+    return await resolve_prefetch(
+        prefetch={"observations": page} if page is not None else None, templates=OBS_TEMPLATE,
+        context={"patientId": "p1"}, fhir_server=BASE, access_token=None, fetcher=fetcher, allowed_bases=(BASE,),
+        deadline=time.monotonic() + 2, complete_after=LOOK_BACK,
+    )
+
+
+async def test_the_service_asks_for_the_look_back_window_only_and_says_so() -> None:
+    fetcher = RecordingFetcher([dated("o1", 10)])
+    resolved = await _resolve_observations(None, fetcher)
+    assert fetcher.queries == ["Observation?patient=p1&_sort=-date&date=ge2025-11-21"]
+    data = resolved.keys["observations"]
+    assert data.obtained
+    assert data.complete_by == "query limited to date >= 2025-11-21 (the longest look-back)"
+
+
+async def test_a_newest_first_page_reaching_past_the_look_back_is_complete_without_its_next_pages() -> None:
+    fetcher = RecordingFetcher([])
+    page = searchset(dated("o1", 3), dated("o2", 200), dated("o3", 400), next_url=f"{BASE}/Observation?page=2")
+    resolved = await _resolve_observations(page, fetcher)
+    assert fetcher.queries == []
+    assert fetcher.next_links == []
+    data = resolved.keys["observations"]
+    assert [r["id"] for r in data.resources or ()] == ["o1", "o2", "o3"]
+    assert data.complete_by == ("newest-first list reaches 2025-10-17, before 2025-11-21 (the longest look-back): "
+                                "later pages not read")
+
+
+@pytest.mark.parametrize("page", [
+    searchset(dated("o1", 3), dated("o2", 200), next_url=f"{BASE}/Observation?page=2"),  # stops inside the year
+    searchset(dated("o1", 400), dated("o2", 3), next_url=f"{BASE}/Observation?page=2"),  # _sort was ignored
+], ids=["short-page", "not-newest-first"])
+async def test_otherwise_the_window_is_asked_and_merged_with_the_page_each_result_once(page: dict[str, Any]) -> None:
+    fetcher = RecordingFetcher([dated("o2", 200), dated("o9", 300)])
+    resolved = await _resolve_observations(page, fetcher)
+    assert fetcher.next_links == []  # ten years of pages are never walked for a one-year look-back
+    assert fetcher.queries == ["Observation?patient=p1&_sort=-date&date=ge2025-11-21"]
+    data = resolved.keys["observations"]
+    assert sorted(r["id"] for r in data.resources or ()) == ["o1", "o2", "o9"]
+    assert data.fetched
+    assert data.complete_by is not None
+    assert data.complete_by.startswith("query limited to date")
+
+
+async def test_keys_without_a_look_back_still_follow_the_next_link() -> None:
+    fetcher = RecordingFetcher([res("Condition", "c2")])
+    resolved = await resolve_prefetch(
+        prefetch={"conditions": searchset(res("Condition", "c1"), next_url=f"{BASE}/Condition?page=2")},
+        templates={"conditions": "Condition?patient={{context.patientId}}"}, context={"patientId": "p1"},
+        fhir_server=BASE, access_token=None, fetcher=fetcher, allowed_bases=(BASE,),
+        deadline=time.monotonic() + 2, complete_after=LOOK_BACK,
+    )
+    assert fetcher.next_links == [f"{BASE}/Condition?page=2"]
+    assert [r["id"] for r in resolved.keys["conditions"].resources or ()] == ["c1", "c2"]
+    assert resolved.keys["conditions"].complete_by is None

@@ -770,3 +770,27 @@ async def test_count_is_recognised_by_parameter_name(respx_mock: respx.MockRoute
     respx_mock.get(url__startswith=f"{BASE}/Condition").mock(return_value=ok(searchset()))
     result = await fetch(make_fetcher(fhir_search_count=50), query)
     assert result.queries[0].query == sent
+
+
+# --------------------------------------------------------------------------- issue 11: query encoding
+
+
+async def test_system_bar_and_spaces_are_percent_encoded_on_the_wire(respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.get(url__startswith=f"{BASE}/Observation").mock(return_value=ok(searchset(obs(1))))
+    result = await fetch(make_fetcher(), "Observation?patient=p1&code=http://loinc.org|2160-0,17861-6&note=a b")
+    assert result.resources == [obs(1)]
+    sent = route.calls.last.request.url.raw_path.decode()
+    # RFC 3986 has no "|" in a query; gateways refuse it. Commas, colons and slashes stay readable.
+    assert sent.endswith("?patient=p1&code=http://loinc.org%7C2160-0,17861-6&note=a%20b")
+    assert "|" not in sent
+
+
+async def test_a_servers_own_escapes_in_a_next_link_are_not_encoded_twice(respx_mock: respx.MockRouter) -> None:
+    first = searchset(obs(1), next_url=f"{BASE}/Observation?patient=p1&code=http://loinc.org%7C2160-0&_offset=1")
+    route = respx_mock.get(url__startswith=f"{BASE}/Observation").mock(
+        side_effect=[ok(first), ok(searchset(obs(2)))])
+    result = await fetch(make_fetcher(), "Observation?patient=p1&code=http://loinc.org|2160-0")
+    assert [r["id"] for r in result.resources or ()] == ["o1", "o2"]
+    second = route.calls[1].request.url.raw_path.decode()
+    assert "%7C2160-0" in second
+    assert "%257C" not in second

@@ -155,7 +155,7 @@ async def test_fhir_fallback_outcomes_and_breaker_state(make_client: Callable[..
     assert value(before, "cds_fhir_breakers", state="open") == 0
     assert value(found, "cds_fhir_breakers", state="open") == 1  # the one FHIR base, after 3 failures
     assert value(found, "cds_fhir_fallback_queries_total", outcome="error") >= 3
-    assert value(found, "cds_stage_duration_seconds_count", stage="fhir_fallback") == 4  # one per prefetch key
+    assert value(found, "cds_stage_duration_seconds_count", stage="fhir_fallback") == 5  # one per prefetch key
 
 
 async def test_metrics_can_be_switched_off(make_client: Callable[..., Any]) -> None:

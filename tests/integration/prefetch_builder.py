@@ -1,20 +1,25 @@
 """Full prefetch built from a fixture Bundle, as an EHR would send it (protocol brief §1.4, R45).
 
 Evaluates the small query subset the services' templates use (instance read; type search by ``patient``
-and by OR'd ``system|code`` tokens; ``_count``) against the resources of one transaction Bundle, so a
-call with this prefetch must give the same cards as a call that fetches the same data from a FHIR server.
+and by OR'd ``system|code`` or bare code tokens; ``_sort=-date``; ``_count``) against the resources of one
+transaction Bundle, so a call with this prefetch must give the same cards as a call that fetches the same
+data from a FHIR server.
 An unknown search parameter raises: the comparison must never quietly diverge.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+from fhir_mappings.prefetch import _dated
 from hooks.data_access import fill_template
 
 __all__ = ["build_prefetch"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _resources(bundle: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -48,6 +53,9 @@ def _search(resources: list[dict[str, Any]], query: str) -> dict[str, Any]:
             parts = (token.partition("|") for token in value.split(","))
             tokens = [(system or None, code) if sep else (None, system) for system, sep, code in parts]
             matches = [r for r in matches if _has_code(r, tokens)]
+        elif name == "_sort" and value == "-date":
+            # Newest first by effective[x] (else issued), undated last, as a FHIR server sorts on ``date``.
+            matches.sort(key=lambda r: (_dated(r) is not None, _dated(r) or _EPOCH), reverse=True)
         elif name != "_count":
             raise ValueError(f"prefetch_builder does not evaluate the search parameter {name!r}")
     return {

@@ -64,7 +64,7 @@ def _request(
             body["fhirAuthorization"] = {
                 "access_token": token, "token_type": "Bearer", "expires_in": 300,
                 "scope": "patient/Patient.read patient/Condition.read patient/Observation.read "
-                         "patient/MedicationRequest.read",
+                         "patient/MedicationRequest.read patient/Procedure.read",
                 "subject": "calcinosis-cds", "patient": patient_id,
             }
     return body

@@ -170,6 +170,9 @@ class _Renderer:
         else:
             summary = self.w.msg("summary", "subtype", subtype=self.w.msg("subtype_names", a.subtype))
         lines = [self.bold("why"), *self.facts_lines(self.decisive_evidence())]
+        if any(hit.basis == "suspected" for hit in folded):
+            # Before the alerts it qualifies: the budget may cut the last lines, never this one.
+            lines.append(f"_{self.w.msg('text', 'provisional_basis')}_")
         lines += [self.bold("also", self.flag_summary(hit)) for hit in folded]
         history = evidence_lines(self.w, a.history, self.ledger, 2)
         if history:
