@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final, Literal
 
 from fhir_mappings._common import codings, parse_datetime, provenance_for
@@ -68,6 +68,8 @@ class _Reading:
     value: Literal["yes", "no", "unknown"]
     when: datetime | None
     provenance: Provenance
+    # A due date in the future decides by itself, outside the 30-day window of status Observations.
+    dated_by_due_date: bool = False
 
 
 def is_context_observation(obs: Observation) -> bool:
@@ -87,9 +89,15 @@ def _observation_readings(observations: Iterable[Observation], now: datetime) ->
         when, _ = effective_of(obs)
         provenance = provenance_for("Observation", obs.get("id"), None, match)
         if match.concept_id == "estimated_delivery_date":
+            # G-PREG: a due date in the future means pregnant now, however long ago it was recorded (up to
+            # 42 weeks ahead: a date further out is not a delivery date of this pregnancy).
             due = parse_datetime(obs.get("valueDateTime"))
-            if due is not None and due.date() >= now.date():
-                readings.append(_Reading("pregnancy", "yes", when or now, provenance))
+            if due is not None and now.date() <= due.date() <= (now + timedelta(days=PREGNANCY_CONDITION_DAYS)).date():
+                readings.append(_Reading("pregnancy", "yes", when or now, provenance, dated_by_due_date=True))
+            continue
+        if match.concept_id == "gestational_age":
+            # G-PREG lists the gestational-age codes: one measured in the status window is a current pregnancy.
+            readings.append(_Reading("pregnancy", "yes", when, provenance))
             continue
         kind = _STATUS_OBSERVATIONS.get(match.concept_id)
         if kind is None:
@@ -111,12 +119,15 @@ def status_of(
     sex: str,
     age_years: float | None,
 ) -> StatusFact:
-    """Pregnancy or breastfeeding status from Conditions and status Observations (G-PREG, G-BF)."""
-    low, high = CHILDBEARING_AGE
-    if sex == "male" or (age_years is not None and not low <= age_years <= high):
-        return StatusFact("not-applicable", basis="outside the 12-55 age band or male")
+    """Pregnancy or breastfeeding status from Conditions and status Observations (G-PREG, G-BF).
+
+    What is recorded always counts, whatever the age or the recorded sex (a pregnancy at 57 after IVF, a
+    patient whose administrative gender is male). The 12-55 band and the sex only decide whether the
+    absence of data is "unknown" (then named on the card) or "not applicable" (addendum S27).
+    """
     readings = [r for r in _observation_readings(observations, now) if r.kind == kind]
-    recent = [r for r in readings if r.when is not None and (now - r.when).days <= STATUS_OBSERVATION_DAYS]
+    recent = [r for r in readings if r.dated_by_due_date
+              or (r.when is not None and (now - r.when).days <= STATUS_OBSERVATION_DAYS)]
     latest = max(recent, key=lambda r: r.when or now, default=None)
     for condition in conditions:
         value = _ANSWERS.get(condition.concept)
@@ -131,16 +142,23 @@ def status_of(
         # A later observation decides; an undated condition counts only when no observation says otherwise.
         if latest is None or (when is not None and latest.when is not None and when > latest.when):
             latest = candidate
-    if latest is None:
-        return StatusFact("unknown", basis=f"no {kind} data")
-    if latest.value == "unknown":
+    if latest is not None and latest.value != "unknown":
+        return StatusFact(latest.value, (latest.provenance,), latest.when, f"{kind} {latest.value}")
+    low, high = CHILDBEARING_AGE
+    if sex == "male" or (age_years is not None and not low <= age_years <= high):
+        return StatusFact("not-applicable", basis="nothing recorded; outside the 12-55 age band or male")
+    if latest is not None:
         return StatusFact("unknown", (latest.provenance,), latest.when, f"{kind} recorded as unknown")
-    return StatusFact(latest.value, (latest.provenance,), latest.when, f"{kind} {latest.value}")
+    return StatusFact("unknown", basis=f"no {kind} data")
 
 
 def mechanical_valve_status(conditions: Sequence[ConditionFact]) -> StatusFact:
-    """S26 (f): a mechanical valve coded or named, or Z95.2 ("prosthetic valve") without a bioprosthesis shown."""
-    active = [c for c in conditions if c.is_active]
+    """S26 (f): a mechanical valve coded or named, or Z95.2 ("prosthetic valve") without a bioprosthesis shown.
+
+    An implanted valve does not resolve: a valve code marked inactive or resolved (a problem list tidied up)
+    still counts. Only a refuted or entered-in-error one does not (clinical review of issue 10).
+    """
+    active = [c for c in conditions if c.verification_status not in {"refuted", "entered-in-error"}]
     mechanical = [c for c in active if c.concept == "mechanical_valve"]
     if mechanical:
         return StatusFact("yes", tuple(c.provenance for c in mechanical), basis="mechanical valve recorded")

@@ -70,7 +70,8 @@ def default_range(analyte: str, age_years: float | None, sex: str) -> ReferenceR
 
 def no_default_for_age(analyte: str, age_years: float | None, sex: str) -> bool:
     """The brief gives this analyte a default range for other ages but not for this one (phosphate at 13-17)."""
-    return analyte in _DEFAULTS and default_range(analyte, age_years, sex) is None
+    # An unknown age is its own gap (the card names the missing birth date), not an age without a range.
+    return age_years is not None and analyte in _DEFAULTS and default_range(analyte, age_years, sex) is None
 
 
 def qualitative_from_band(analyte: str, value: float, unit: str) -> Qualitative | None:

@@ -166,6 +166,7 @@ def assess(facts: PatientFacts, knowledge: Knowledge | None = None) -> Assessmen
     subtype, differential = _suggest(scores, knowledge, blocked) if calcinosis else ("indeterminate", ())
     if not calcinosis:
         differential = tuple(sorted(scores.items(), key=lambda item: -item[1]))
+    ctx.subtype = subtype
     renal = ctx.rules.get("R14") or ctx.rules.get("R15") or ctx.rules.get("R16")
     calciphylaxis_kept = bool(ctx.rules.get("R31")) and bool(renal)
 

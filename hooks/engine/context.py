@@ -42,6 +42,8 @@ class EvalContext:
     offered: frozenset[str] = frozenset()
     # The subtypes the work-up is for (the suggestion, or the top two when indeterminate).
     focus: frozenset[str] = frozenset()
+    # The suggested subtype, once scored (flags are evaluated after it: no surgery flag on calciphylaxis).
+    subtype: str | None = None
     confirmed_only: bool = False
 
     # ----------------------------------------------------------------- shared clinical readings

@@ -36,6 +36,9 @@ Vocabulary (one key per mapping; numbers may name a threshold of ruleset.yaml):
 ``mechanical_valve: true``      a mechanical valve, or Z95.2 without a bioprosthesis shown (S26 f)
 ``data_unknown: [kind...]``     the data of this kind ("medications") could not be read
 ``renal_function_unknown: true``  no CrCl, eGFR (CKD-EPI is adult-only) or coded CKD stage to judge by
+``subtype: [s...]``             the suggested subtype is one of these (for flags, evaluated after scoring)
+``condition_group: [g...]``     an active condition coded with a row of this group (``peritoneal``)
+``renal_estimate: [method...]``  the estimate a CrCl threshold is checked on (egfr-approximation: no weight)
 ``rule: R31`` / ``rule_group: [g...]`` / ``gate: name`` / ``flag: id``  results evaluated earlier
 ``offered: [option...]``        one of these therapy options is offered (combination cautions)
 ``focus: [subtype...]``         the work-up is for one of these subtypes
@@ -50,6 +53,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fhir_mappings.facts import Finding, PatientFacts, StatusFact
+from fhir_mappings.terminology import lookup
 from hooks.engine.context import EvalContext
 from hooks.engine.evidence import (
     FALSE,
@@ -102,6 +106,19 @@ def _not(argument: Mapping[str, Any], ctx: EvalContext) -> Result:
 def _condition(argument: list[str], ctx: EvalContext) -> Result:
     found = [c for c in ctx.facts.active_conditions(*argument)
              if not (ctx.confirmed_only and c.certainty == "suspected")]
+    return Result(bool(found), tuple(condition_evidence(c) for c in found))
+
+
+def _condition_group(argument: list[str], ctx: EvalContext) -> Result:
+    """An active condition whose code row carries one of these groups (peritoneal dialysis among dialyses)."""
+    wanted = set(argument)
+    found = []
+    for condition in ctx.facts.conditions:
+        if not condition.is_active or (ctx.confirmed_only and condition.certainty == "suspected"):
+            continue
+        match = lookup(condition.provenance.system, condition.provenance.code)
+        if match is not None and wanted.intersection(match.groups):
+            found.append(condition)
     return Result(bool(found), tuple(condition_evidence(c) for c in found))
 
 
@@ -260,6 +277,19 @@ def _renal_function_unknown(argument: bool, ctx: EvalContext) -> Result:
     return Result(True, (Evidence(kind="unknown", concept="renal-function"),) if unknown else ())
 
 
+def _renal_estimate(argument: list[str], ctx: EvalContext) -> Result:
+    """Which estimate a CrCl threshold would be checked on: crcl-reported, crcl-cockcroft-gault, egfr-approximation."""
+    estimate = ctx.renal_for_dosing()
+    if estimate is None or estimate.method not in set(argument):
+        return FALSE
+    return Result(True, (Evidence(kind="derived", concept="renal_estimate", text=estimate.method), *estimate.evidence))
+
+
+def _subtype(argument: list[str], ctx: EvalContext) -> Result:
+    """The suggested subtype (set after scoring; flags read it) is one of these."""
+    return Result(ctx.subtype in set(argument))
+
+
 def _flag(argument: str, ctx: EvalContext) -> Result:
     return ctx.flags.get(argument, FALSE)
 
@@ -313,6 +343,9 @@ _PREDICATES: dict[str, Predicate] = {
     "crcl_below": _crcl_below,
     "flag": _flag,
     "renal_function_unknown": _renal_function_unknown,
+    "renal_estimate": _renal_estimate,
+    "condition_group": _condition_group,
+    "subtype": _subtype,
     "offered": _offered,
     "focus": _focus,
     "symptomatic": _symptomatic,

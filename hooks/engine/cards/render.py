@@ -48,7 +48,18 @@ def _fit(lines: list[str]) -> str:
             continue
         kept.append(line)
         used += len(line) + 1
-    return "\n".join(kept)
+    # A paragraph right after a list needs a blank line, or markdown folds it into the last item
+    # ("CKD G4 **Also:** ..."). The blank line is not a line of text: the budget counts the others.
+    out = []
+    for previous, line in zip(["", *kept], kept, strict=False):
+        if _is_item(previous) and not _is_item(line):
+            out.append("")
+        out.append(line)
+    return "\n".join(out)
+
+
+def _is_item(line: str) -> bool:
+    return line.startswith("- ") or (line[:1].isdigit() and ". " in line[:4])
 
 
 class _Renderer:

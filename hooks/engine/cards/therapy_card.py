@@ -92,10 +92,16 @@ class TherapyCard:
     def _not_offered_lines(self) -> list[str]:
         on_card = {c.id: c.on_card for c in self.k.cautions}
         taking = {u.option for u in self.plan.current}
-        not_offered = list(dict.fromkeys(
-            f"{self.option_label(c.option)} ({self.w.msg('reasons', c.reason)})"
-            for c in self.cautions if c.contraindicates and c.option not in taking and on_card[c.caution_id]))
-        return [self.bold("not_offered", "; ".join(not_offered))] if not_offered else []
+        # One entry per option, with all its reasons: "stop calcium and vitamin D (hypoparathyroidism, low calcium)".
+        reasons: dict[str, list[str]] = {}
+        for c in self.cautions:
+            if c.contraindicates and c.option not in taking and on_card[c.caution_id]:
+                reason = self.w.msg("reasons", c.reason)
+                if reason not in reasons.setdefault(c.option, []):
+                    reasons[c.option].append(reason)
+        not_offered = [f"{self.option_label(option)} ({', '.join(why)})" for option, why in reasons.items()]
+        separator = "\u00a0; " if self.w.fr else "; "
+        return [self.bold("not_offered", separator.join(not_offered))] if not_offered else []
 
     def _unknown_lines(self) -> list[str]:
         lines = [self.bold("not_recorded", self.w.msg("unknown", u)) for u in self.plan.unknowns]
@@ -129,7 +135,9 @@ class TherapyCard:
         return self.w.msg("summary", "therapy_current", title=title)
 
     def indicator(self) -> str:
-        return "warning" if self.plan.touches_current_medication else "info"
+        # A "review" option is about a drug the patient takes now (a DOAC with a mechanical valve): a warning.
+        reviews = any(self.k.option(o).kind == "review" for o in self.plan.options)
+        return "warning" if self.plan.touches_current_medication or reviews else "info"
 
     def extension(self) -> dict[str, Any]:
         plan = self.plan

@@ -114,7 +114,7 @@ def test_budgets_hold_for_every_fixture(fixture: str, locale: str) -> None:
         assert len(card.summary) < SUMMARY_MAX_CHARS
         detail = card.detail or ""
         assert len(detail) <= MAX_DETAIL_CHARS, (card.summary, len(detail))
-        assert len(detail.splitlines()) <= MAX_DETAIL_LINES, card.summary
+        assert len([line for line in detail.splitlines() if line]) <= MAX_DETAIL_LINES, card.summary
         for line in detail.splitlines():
             fact = line.removeprefix("- ")
             if line.startswith("- ") and re.search(r"\d", fact):
@@ -292,3 +292,14 @@ def test_request_text_cannot_inject_markdown(hostile: str) -> None:
             html = renderer.render(card.detail or "")
             for tag in ("<a ", "<img", "<script", "<table", "<code"):
                 assert tag not in html, html
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_a_bold_line_after_a_list_stays_its_own_paragraph(fixture: str) -> None:
+    """Rendered as an EHR renders it: "**Aussi :** ..." must never be folded into the last list item."""
+    renderer = MarkdownIt("gfm-like")
+    headings = [load_knowledge().message("heading", key, "fr") for key in load_knowledge().messages["heading"]]
+    for card in cards_for(fixture, "fr"):
+        html = renderer.render(card.detail or "")
+        for item in re.findall(r"<li>(.*?)</li>", html, flags=re.S):
+            assert not any(f"<strong>{heading}" in item for heading in headings), (card.summary, item)

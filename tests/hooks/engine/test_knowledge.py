@@ -128,6 +128,8 @@ def test_every_predicate_and_every_code_it_names_exists(owner: str, predicate: d
             assert set(value) <= set(get_args(StatusValue)), f"{owner}: {key} {value!r}"
         elif key == "age_band":
             assert set(value) <= set(get_args(AgeBand)), f"{owner}: age_band {value!r}"
+        elif key == "subtype":
+            assert set(value) <= set(SUBTYPES), owner
         elif key in {"offered", "focus"}:
             assert set(value) <= {o.id for o in K.options} | set(SUBTYPES), owner
         elif key == "medication_current":

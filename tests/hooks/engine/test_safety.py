@@ -8,6 +8,7 @@ built here from the same FHIR resources.
 from __future__ import annotations
 
 import copy
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -331,7 +332,7 @@ def test_primary_hyperparathyroidism_is_parathyroidectomy_before_cinacalcet() ->
 
 @pytest.mark.parametrize(("name", "first", "words"), [
     ("sarcoidosis_hypercalcaemia", "treat-cause-sarcoidosis", {"en": "lucocorticoid", "fr": "corticothérapie"}),
-    ("myeloma_hypercalcaemia", "treat-cause-malignancy", {"en": "malignancy", "fr": "maligne"}),
+    ("myeloma_hypercalcaemia", "treat-cause-malignancy", {"en": "malignancy", "fr": "tumorale"}),
 ])
 def test_metastatic_calcinosis_of_a_known_cause_says_treat_the_cause(
         name: str, first: str, words: dict[str, str]) -> None:
@@ -389,7 +390,7 @@ def test_a_current_egfr_of_95_beats_a_legacy_esrd_code_and_the_card_shows_the_di
 @pytest.mark.parametrize(("locale", "history", "workup"), [
     ("en", "Calcium 14.6 mg/dL (3.64 mmol/L), 13 Aug 2026 (not current)",
      "Last: 14.6 mg/dL (3.64 mmol/L) on 13 Aug 2026"),
-    ("fr", "3,64 mmol/L (14,6 mg/dL), 13/08/2026 (non récent)",
+    ("fr", "3,64 mmol/L (14,6 mg/dL), 13/08/2026 (valeur ancienne)",
      "Dernière valeur\u00a0: 3,64 mmol/L (14,6 mg/dL) le 13/08/2026"),
 ])
 def test_a_critical_calcium_from_100_days_ago_is_shown_as_history_not_as_missing(
@@ -472,3 +473,161 @@ def test_draft_orders_are_capped_ranked_and_each_says_why(name: str) -> None:
 def test_known_myeloma_is_not_sent_for_a_sarcoidosis_work_up() -> None:
     _, assessment = assessed("myeloma_hypercalcaemia")
     assert {"ace", "vitamin-d-1-25"}.isdisjoint(assessment.missing_workup)
+
+
+# ------------------------------------------------------------- clinical review of issue 10 (helper report)
+
+
+def ssc_with_painful_nodules(birth: str, gender: str = "female", *extra: dict[str, Any]) -> list[dict[str, Any]]:
+    woman = patient("p1")
+    woman["birthDate"], woman["gender"] = birth, gender
+    return [woman, condition("M34.1"), condition("L94.2", sites=("56213003",), text="Painful calcified nodules"),
+            *normal_chemistry("p1"), *extra]
+
+
+@pytest.mark.parametrize(("birth", "gender"), [("1969-03-01", "female"), ("2015-01-01", "female"),
+                                               ("1995-01-01", "male")], ids=["57-after-ivf", "11-years", "male-coded"])
+def test_a_recorded_pregnancy_counts_whatever_the_age_band_or_the_recorded_sex(birth: str, gender: str) -> None:
+    facts, assessment = assess(ssc_with_painful_nodules(birth, gender, condition("Z33.1", onset_days_ago=60)), "p1")
+    assert facts.pregnancy.status == "yes"
+    assert "warfarin" not in options(assessment)
+    assert ("warfarin", "pregnancy") in cautions(assessment)
+
+
+def test_a_future_due_date_recorded_months_ago_and_a_gestational_age_mean_pregnant() -> None:
+    due = {"resourceType": "Observation", "id": "edd", "status": "final",
+           "code": {"coding": [{"system": "http://loinc.org", "code": "11778-8"}]},
+           "subject": {"reference": "Patient/p1"}, "effectiveDateTime": when(90), "valueDateTime": when(-120)}
+    weeks = {"resourceType": "Observation", "id": "ga", "status": "final",
+             "code": {"coding": [{"system": "http://loinc.org", "code": "49051-6"}]},
+             "subject": {"reference": "Patient/p1"}, "effectiveDateTime": when(10),
+             "valueQuantity": {"value": 24, "unit": "wk", "system": "http://unitsofmeasure.org", "code": "wk"}}
+    for observation in (due, weeks):
+        facts, _ = assess(ssc_with_painful_nodules("1990-01-01", "female", observation), "p1")
+        assert facts.pregnancy.status == "yes", observation["id"]
+
+
+@pytest.mark.parametrize("text", ["Prothèse mitrale mécanique", "Valve aortique mécanique On-X", "Mechanical AVR 2015",
+                                  "PVM depuis 2012", "RVA mécanique"])
+def test_mechanical_valve_phrasings_are_read(text: str) -> None:
+    facts, _ = assess([patient("p1"), condition(None, text=text, onset_days_ago=900)], "p1")
+    assert facts.mechanical_valve.status == "yes"
+
+
+@pytest.mark.parametrize("status", ["inactive", "resolved"])
+def test_an_implanted_valve_marked_inactive_still_counts(status: str) -> None:
+    valve = condition("Z95.2", onset_days_ago=2000)
+    valve["clinicalStatus"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                           "code": status}]}
+    facts, _ = assess([patient("p1"), valve], "p1")
+    assert facts.mechanical_valve.status == "yes"
+
+
+@pytest.mark.parametrize(("locale", "keep", "never"), [
+    ("en", "do not stop calcium or active vitamin D", "stop calcium"),
+    ("fr", "ne pas arrêter calcium ni vitamine D active", "arrêt calcium"),
+])
+def test_calciphylaxis_in_hypoparathyroidism_never_says_stop_calcium(locale: str, keep: str, never: str) -> None:
+    pid, resources = bundle("hypoparathyroidism_replacement")
+    resources = [r for r in resources if "2160-0" not in str(r.get("code"))]  # a dialysis creatinine instead
+    resources += [lab("2160-0", 7.2, "mg/dL", pid=pid, days_ago=4),
+                  condition("N18.6", pid=pid, onset_days_ago=900), condition("Z99.2", pid=pid, onset_days_ago=900),
+                  condition("46742003", "snomed", pid=pid, sites=("371305003",), onset_days_ago=8,
+                            text="Painful necrotic ulcer of the thigh")]
+    facts, assessment = assess(resources, pid)
+    flag = the(cards_of(facts, assessment, locale), "red-flag")
+    do_line = (flag.detail or "").splitlines()[0]
+    assert keep in do_line
+    assert never not in do_line.replace(keep, "")
+
+
+def test_vitamin_d_excess_in_hypoparathyroidism_is_retitrated_not_stopped() -> None:
+    pid, resources = bundle("hypoparathyroidism_replacement")
+    resources.append(lab("62292-8", 160, "ng/mL", pid=pid, days_ago=4))
+    _, assessment = assess(resources, pid)
+    assert options(assessment)[0] == "replacement-retitration"
+    assert ("treat-cause-vitamin-d-excess", "hypoparathyroidism-replacement") in cautions(assessment)
+
+
+def test_no_surgical_evaluation_flag_on_a_calciphylaxis_ulcer() -> None:
+    resources = [patient("p1"), condition("N18.4"), condition("L94.2", sites=("68367000",),
+                 text="Painful ulcerated calcified nodule of the thigh with livedo"), *normal_chemistry("p1"),
+                 lab("2160-0", 3.0, "mg/dL")]
+    facts, assessment = assess(resources, "p1")
+    assert assessment.subtype == "calciphylaxis"
+    assert "infected-ulcerated-calcinosis" not in {f.id for f in assessment.flags}
+    for locale, word in (("en", "surgical"), ("fr", "chirurgical")):
+        assert word not in everything(cards_of(facts, assessment, locale))
+
+
+def test_without_a_weight_the_card_says_the_crcl_limit_was_checked_on_the_egfr() -> None:
+    elderly = ssc_with_painful_nodules("1945-01-01", "female", lab("2160-0", 1.3, "mg/dL", days_ago=3))
+    _facts, assessment = assess(elderly, "p1")
+    assert ("colchicine", "crcl-not-computed") in cautions(assessment)
+    with_weight = [*elderly, lab("29463-7", 45, "kg", days_ago=3)]
+    _, weighed = assess(with_weight, "p1")
+    assert ("colchicine", "renal-impairment") in cautions(weighed)  # Cockcroft-Gault about 25 mL/min
+    assert "colchicine" not in options(weighed)
+
+
+@pytest.mark.parametrize(("drug", "reason"), [(("J01FA01", "Erythromycine"), "macrolide-france"),
+                                              (("J01FA09", "Clarithromycine"), "macrolide-france")])
+def test_colchicine_with_a_macrolide_is_contraindicated_as_in_france(drug: tuple[str, str], reason: str) -> None:
+    resources = ssc_with_painful_nodules("1960-01-01", "female", medication(drug[0], text=drug[1], days_ago=2))
+    _, assessment = assess(resources, "p1")
+    assert "colchicine" not in options(assessment)
+    assert ("colchicine", reason) in cautions(assessment)
+
+
+def test_colchicine_is_not_offered_in_severe_hepatic_impairment() -> None:
+    resources = ssc_with_painful_nodules("1960-01-01", "female",
+                                         condition(None, text="Decompensated cirrhosis, Child-Pugh C"))
+    _, assessment = assess(resources, "p1")
+    assert ("colchicine", "severe-hepatic-impairment") in cautions(assessment)
+    assert "colchicine" not in options(assessment)
+
+
+@pytest.mark.parametrize(("extra", "note"), [
+    ((condition("71192002", "snomed", onset_days_ago=900),), "peritoneal dialysis: dose varies, IV route"),
+    ((), "child: weight-based dose, specialist only"),
+], ids=["peritoneal-dialysis", "child-on-haemodialysis"])
+def test_thiosulfate_is_not_the_adult_haemodialysis_regimen_for_pd_or_children(
+        extra: tuple[dict[str, Any], ...], note: str) -> None:
+    young = patient("p1")
+    young["birthDate"] = "2014-01-01" if not extra else "1960-01-01"
+    resources = [young, condition("N18.6", onset_days_ago=900), *extra,
+                 condition("Z99.2", onset_days_ago=900) if not extra else condition("N18.5", onset_days_ago=900),
+                 condition("237900002", "snomed", sites=("371305003",), onset_days_ago=9),
+                 condition("46742003", "snomed", sites=("371305003",), onset_days_ago=9, text="Painful necrotic ulcer")]
+    facts, assessment = assess(resources, "p1")
+    assert facts.ckd is not None
+    assert facts.ckd.dialysis
+    detail = the(cards_of(facts, assessment, "en"), "therapy-options").detail or ""
+    assert note in next(line for line in detail.splitlines() if "hiosulfate" in line)
+
+
+def test_french_hypercalcemie_maligne_of_a_primary_hpt_is_not_a_malignancy() -> None:
+    pid, resources = bundle("primary_hyperparathyroidism")
+    resources.append(condition(None, pid=pid, text="Hypercalcémie maligne sur hyperparathyroïdie primaire"))
+    _, assessment = assess(resources, pid)
+    assert "treat-cause-malignancy" not in options(assessment)
+
+
+def test_an_infant_past_28_days_on_ceftriaxone_is_told_gestational_age_is_not_recorded() -> None:
+    infant = patient("p1")
+    infant["birthDate"] = (NOW - timedelta(days=35)).date().isoformat()
+    resources = [infant, condition("L94.2", sites=("84607009",), onset_days_ago=3),
+                 medication("J01DD04", text="Ceftriaxone IV", days_ago=4),
+                 medication("A12AA03", text="Calcium gluconate (parenteral nutrition)", days_ago=10)]
+    facts, assessment = assess(resources, "p1")
+    flag = next(f for f in assessment.flags if f.id == "infant-ceftriaxone-gestational-age")
+    assert flag.indicator == "warning"
+    assert "âge gestationnel à la naissance non renseigné" in everything(cards_of(facts, assessment, "fr"))
+
+
+def test_teriparatide_with_primary_hyperparathyroidism_warns() -> None:
+    pid, resources = bundle("primary_hyperparathyroidism")
+    resources.append(medication("H05AA02", text="Teriparatide", days_ago=200, pid=pid))
+    facts, assessment = assess(resources, pid)
+    assert ("review-teriparatide", "teriparatide-hypercalcaemic-disorder") in cautions(assessment)
+    assert the(cards_of(facts, assessment, "en"), "therapy-options").indicator == "warning"
