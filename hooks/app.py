@@ -36,6 +36,7 @@ from hooks.errors import (
     operation_outcome,
 )
 from hooks.models import CdsRequest, CdsResponse, DiscoveryResponse, FeedbackRequest
+from hooks.pages.routes import install_pages
 from hooks.pipeline import audited, handle_feedback, handle_service_call, refusal_response
 from hooks.registry import ServiceRegistry
 from hooks.runtime import Clock, Runtime, RuntimeDep
@@ -96,6 +97,7 @@ def create_app(
     )
     _install_error_handlers(app)
     _install_routes(app)
+    install_pages(app)
     _install_openapi(app)
     install_middleware(app, settings)
     app.add_middleware(SecurityHeadersMiddleware)
