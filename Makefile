@@ -12,7 +12,7 @@ PORT ?= 8080
 # The tests and benchmarks find the sandbox FHIR server through this variable.
 SANDBOX_ENV := CALCINOSIS_FHIR_SANDBOX=$(CURDIR)/$(FHIR_VENV)/bin/sekmet CALCINOSIS_PROXY_NGINX=$(CURDIR)/.proxy/usr/sbin/nginx
 
-.PHONY: setup setup-fhir-sandbox setup-postgres setup-proxy run test lint bench clean
+.PHONY: setup setup-fhir-sandbox setup-postgres setup-proxy setup-chromium run test lint bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(UVTOOL)
@@ -37,11 +37,16 @@ setup-postgres:
 setup-proxy:
 	bash .ci/ensure-proxy
 
+# Debian's chromium for the browser tests (tests/browser/), driven by Playwright from the lock: never a
+# browser Playwright downloads. Installed once, non-interactively.
+setup-chromium:
+	bash .ci/ensure-chromium
+
 # Development mode: auth off, bound to 127.0.0.1 only, SQLite audit store under ./data. The service says so loudly.
 run: setup
 	CDS_ENVIRONMENT=development $(VENV)/bin/calcinosis-cds serve --host $(HOST) --port $(PORT)
 
-test: setup setup-fhir-sandbox setup-postgres setup-proxy
+test: setup setup-fhir-sandbox setup-postgres setup-proxy setup-chromium
 	$(SANDBOX_ENV) $(VENV)/bin/pytest
 
 lint: setup
