@@ -286,23 +286,24 @@ class AuditLog(ChainIntegrity):
                 return
             after = int(page[-1][0])
 
-    def find_call(self, hook_instance: str, received_at: datetime) -> HookCallRecord | None:
-        """The call record of ``hook_instance`` received at ``received_at``, read back for the assessment page.
+    def find_calls(self, hook_instance: str, received_at: datetime) -> list[HookCallRecord]:
+        """The call records of ``hook_instance`` received at ``received_at``, read back for the assessment page.
 
-        Its link is checked before it is returned (HMAC over the previous hash and the row, as ``verify``
-        does): a record edited in the database raises ``AuditIntegrityError`` and is never shown."""
+        Each row's link is checked before it is returned (HMAC over the previous hash and the row, as
+        ``verify`` does): a record edited in the database raises ``AuditIntegrityError`` and is never shown."""
         wanted = utc_iso(received_at)
+        found = []
         for row in self.rows(kinds=["call"], hook_instance=hook_instance):
             if row["occurred_at"] != wanted:
                 continue
             seq = int(row["seq"])
             previous = self.hash_at(seq - 1) if seq > 1 else GENESIS.hex()
-            computed = chain_hash(self._key, bytes.fromhex(previous or ""), row).hex() if previous else ""
+            computed = chain_hash(self._key, bytes.fromhex(previous), row).hex() if previous else ""
             if not hmac.compare_digest(computed, str(row["hash"])):
                 raise AuditIntegrityError(f"the audit record at seq {seq} does not verify against the chain")
             with self._guard("read"):
-                return call_from_document(row["document"])
-        return None
+                found.append(call_from_document(row["document"]))
+        return found
 
     def seq_span(self, since: datetime | None, until: datetime | None) -> tuple[int, int] | None:
         """First and last ``seq`` recorded in a period. Rows commit in ``seq`` order but carry the time the

@@ -157,8 +157,8 @@ class SqlAuditStore:
     async def remember_jti(self, iss: str, jti: str, expires_at: datetime) -> bool:
         return await self._run(self.log.remember_jti, iss, jti, expires_at)
 
-    async def find_call(self, hook_instance: str, received_at: datetime) -> HookCallRecord | None:
-        return await self._run(self.log.find_call, hook_instance, received_at)
+    async def find_calls(self, hook_instance: str, received_at: datetime) -> list[HookCallRecord]:
+        return await self._run(self.log.find_calls, hook_instance, received_at)
 
     async def append_access(self, action: str, details: dict[str, Any]) -> None:
         await self._run(self.log.append_access, action, details)

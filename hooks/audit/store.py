@@ -48,9 +48,10 @@ class AuditStore(Protocol):
     async def remember_jti(self, iss: str, jti: str, expires_at: datetime) -> bool:
         """Store a JWT id; False when (iss, jti) was already seen and has not expired (a replay)."""
 
-    async def find_call(self, hook_instance: str, received_at: datetime) -> HookCallRecord | None:
-        """The call record of this hook instance received at this instant, its chain link checked
-        (``AuditIntegrityError`` if it does not verify); None when there is none. For the assessment page."""
+    async def find_calls(self, hook_instance: str, received_at: datetime) -> list[HookCallRecord]:
+        """The call records of this hook instance received at this instant (several callers may reuse one
+        hookInstance), each chain link checked (``AuditIntegrityError`` if one does not verify). For the
+        assessment page, which keeps the one its link is bound to."""
 
     async def append_access(self, action: str, details: dict[str, Any]) -> None:
         """Record a read of PHI (the assessment page) before anything is shown; raise AuditError on failure.
@@ -102,9 +103,8 @@ class MemoryAuditStore:
         self._jtis[(iss, jti)] = expires_at
         return True
 
-    async def find_call(self, hook_instance: str, received_at: datetime) -> HookCallRecord | None:
-        return next((c for c in reversed(self.calls)
-                     if c.hook_instance == hook_instance and c.received_at == received_at), None)
+    async def find_calls(self, hook_instance: str, received_at: datetime) -> list[HookCallRecord]:
+        return [c for c in self.calls if c.hook_instance == hook_instance and c.received_at == received_at]
 
     async def append_access(self, action: str, details: dict[str, Any]) -> None:
         if self.fail_appends:

@@ -82,12 +82,14 @@ async def _record_for(runtime: Runtime, hook_instance: str, token: str | None) -
         # A valid link of another call (another patient, or this patient's other assessment): never opened here.
         raise LinkRefused("wrong-patient")
     try:
-        record = await runtime.audit.find_call(hook_instance, claims.received_at)
+        found = [r for r in await runtime.audit.find_calls(hook_instance, claims.received_at) if r.http_status == 200]
     except AuditIntegrityError:
         raise LinkRefused("integrity") from None
-    if record is None or record.http_status != 200:
+    if not found:
         raise LinkRefused("not-found")
-    if not claims.matches(record):
+    # Several callers may have sent this hookInstance at the same instant: only the one the link was made for.
+    record = next((r for r in found if claims.matches(r)), None)
+    if record is None:
         raise LinkRefused("wrong-patient")
     return record
 
