@@ -35,6 +35,8 @@ _MARKERS: Final = ("circle", "square", "triangle")
 _WIDTH, _HEIGHT = 720, 280
 _LEFT, _RIGHT, _TOP, _BOTTOM = 64, 24, 44, 40
 _X_TICKS = 5
+# Labels keep a ring of page colour around them, so a line or a point drawn under one never hides it.
+_HALO: Final = f'stroke="{PALETTE["background"]}" stroke-width="3" paint-order="stroke" stroke-linejoin="round"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +153,8 @@ def _svg(chart_id: str, title: str, description: str, axis: tuple[str, int], ser
         label_y = top_y + 14 if low_y - top_y >= 18 else top_y - 4
         parts.append(f'<g class="reference-range"><rect x="{_LEFT}" y="{top_y:.1f}" width="{right - _LEFT}" '
                      f'height="{max(low_y - top_y, 1):.1f}" fill="{PALETTE["band"]}"/>'
-                     f'<text x="{_LEFT + 6}" y="{label_y:.1f}" font-size="12" fill="{PALETTE["band-edge"]}">'
+                     f'<text x="{_LEFT + 6}" y="{label_y:.1f}" font-size="12" fill="{PALETTE["band-edge"]}" '
+                     f'{_HALO}>'
                      f'{escape(w.t("chart", "range"))}</text></g>')
     places = 0 if frame.step >= 1 else (1 if frame.step >= 0.1 else 2)
     for level in frame.y_ticks():
@@ -171,7 +174,7 @@ def _svg(chart_id: str, title: str, description: str, axis: tuple[str, int], ser
         parts.append(f'<g class="threshold" data-threshold="{escape(name)}"><line x1="{_LEFT}" y1="{y:.1f}" '
                      f'x2="{right}" y2="{y:.1f}" stroke="{PALETTE["threshold"]}" stroke-width="1.5" '
                      f'stroke-dasharray="6 4"/><text x="{right - 4}" y="{y - 4:.1f}" font-size="12" '
-                     f'text-anchor="end" fill="{PALETTE["threshold"]}">{escape(label)}</text></g>')
+                     f'text-anchor="end" fill="{PALETTE["threshold"]}" {_HALO}>{escape(label)}</text></g>')
     legend_x = _LEFT
     for s in series:
         parts.append(f'<g class="series" data-series="{escape(s.key)}" data-points="{len(s.points)}">')
