@@ -71,7 +71,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=15)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def service() -> Iterator[Service]:
     work = Path(tempfile.mkdtemp(prefix="calcinosis-browser-"))
     port = free_port()
@@ -118,7 +118,9 @@ class Browser:
         return page, response.status
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API is open its event loop counts as running in this
+# thread, and every later asyncio test of the session would fail ("cannot be called from a running loop").
+@pytest.fixture(scope="module")
 def browser(service: Service) -> Iterator[Browser]:
     assert CHROMIUM.exists(), "make test installs Debian's chromium (.ci/ensure-chromium)"
     profile = Path(tempfile.mkdtemp(prefix="calcinosis-chromium-"))
