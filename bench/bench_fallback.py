@@ -154,7 +154,7 @@ async def run(calls: int, concurrency: int) -> tuple[str, bool]:
     with tempfile.TemporaryDirectory(prefix="bench-fhir-") as scratch, fhir_sandbox.running_sandbox(
         Path(scratch)
     ) as sandbox:
-        loaded = load_fixtures.load_files(sandbox.base, files, token=sandbox.token)
+        loaded = load_fixtures.load_files(sandbox.base, files, as_of=FIXED_NOW.date(), token=sandbox.token)
         settings = settings_for(fhir_allowed_bases=[sandbox.base], fhir_allow_loopback_http=True)
         async with running_client(create_app(settings, clock=lambda: FIXED_NOW)) as client:
             templates = next(

@@ -156,9 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     ) as sandbox:
         if args.load:
             sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from datetime import UTC, datetime
+
             from load_fixtures import load_files
 
-            for item in load_files(sandbox.base, token=sandbox.token):
+            # Dates moved to today, so the loaded patients' labs are current (deploy/load_fixtures.py).
+            for item in load_files(sandbox.base, as_of=datetime.now(UTC).date(), token=sandbox.token):
                 print(f"loaded {item.path.name}: Patient/{', Patient/'.join(item.patient_ids)}")
         print(f"FHIR sandbox at {sandbox.base} (pid {sandbox.pid}); bearer token: {sandbox.token}; Ctrl-C stops it")
         with contextlib.suppress(KeyboardInterrupt):

@@ -36,6 +36,7 @@ from fhir_mappings.facts import (
     Provenance,
     SetAsideFinding,
     SkinFindings,
+    StageDiscrepancy,
 )
 from fhir_mappings.models import CodeableConcept, Condition, Observation
 from fhir_mappings.terminology import ICD10, ICD10_CM, find_bodysite_names, fold_text, lookup
@@ -343,6 +344,7 @@ def ckd_stage(
         evidence.insert(0, f"eGFR {computed.value:.0f} {computed.unit} ({computed.method})")
     transplant = any(f.concept == "kidney_transplant" for f, _, _ in staged)
     superseded: dict[int, str] = {}
+    contradicted_by: list[StageDiscrepancy] = []
     if value is None:
         if not staged:
             return None, superseded
@@ -359,10 +361,11 @@ def ckd_stage(
                             and G_ORDER.index(fact_stage) > G_ORDER.index(stage)):
             label = fact.provenance.display or fact.concept
             superseded[id(fact)] = f"{label} coded{_when_coded(fact)}; eGFR {value:.0f}{on}"
+            contradicted_by.append(StageDiscrepancy(fact.concept, label, fact.recorded or fact.onset, value, when))
     kept = [(f, st, d) for f, st, d in staged if id(f) not in superseded]
     dialysis = any(d for _, _, d in kept)
     coded = _worst(st for _, st, _ in kept)
     # Dialysis (or a coded end stage that still stands) is G5 whatever the eGFR; otherwise the eGFR decides.
     final: GCategory = "G5" if dialysis or coded == "G5" else stage
     notes = tuple(evidence) + tuple(f"discrepancy: {why}" for why in superseded.values())
-    return CkdStage(final, dialysis, transplant, source, notes), superseded
+    return CkdStage(final, dialysis, transplant, source, notes, tuple(contradicted_by)), superseded

@@ -263,6 +263,17 @@ class SkinFindings:
 
 
 @dataclass(frozen=True, slots=True)
+class StageDiscrepancy:
+    """A coded kidney stage or status that a current eGFR contradicts ("ESRD coded 2019; eGFR 95 on ...")."""
+
+    concept: str
+    display: str
+    coded: datetime | None
+    egfr: float
+    measured: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class CkdStage:
     """KDIGO G category: from a current eGFR when there is one (it supersedes older coded stages), else coded."""
 
@@ -272,6 +283,7 @@ class CkdStage:
     source: str
     # Each input, and "discrepancy: ESRD coded 2019-03-01; eGFR 95 on 2026-11-10" for a superseded code.
     evidence: tuple[str, ...] = ()
+    superseded: tuple[StageDiscrepancy, ...] = ()
 
     @property
     def discrepancies(self) -> tuple[str, ...]:
@@ -287,6 +299,9 @@ class DataIssue:
     provenance: Provenance | None = None
 
 
+StatusValue = Literal["yes", "no", "unknown", "not-applicable"]
+
+
 @dataclass(frozen=True, slots=True)
 class StatusFact:
     """A yes/no fact about the patient (pregnant, breastfeeding, mechanical valve), with what decided it.
@@ -294,7 +309,7 @@ class StatusFact:
     "unknown" means nothing was recorded: rules that need the fact say so and never assume "no".
     """
 
-    status: Literal["yes", "no", "unknown", "not-applicable"]
+    status: StatusValue
     evidence: tuple[Provenance, ...] = ()
     when: datetime | None = None
     # Why, in words a card can use ("pregnancy yes", "no pregnancy data").

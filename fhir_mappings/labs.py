@@ -25,7 +25,7 @@ from fhir_mappings.models import (
     Quantity,
     ReferenceRangeElement,
 )
-from fhir_mappings.ranges import default_range, qualitative_from_band
+from fhir_mappings.ranges import default_range, no_default_for_age, qualitative_from_band
 from fhir_mappings.terminology import ConceptMatch, fold_text
 from fhir_mappings.units import KIT_UNIT_ANALYTES, Converted, conversion_factor, normalise_unit, to_canonical
 from fhir_mappings.values import finite_number, implausible
@@ -320,6 +320,9 @@ def lab_value(
     reference = _lab_range(analyte, range_element, raw.code or raw.unit) if value is not None else None
     if reference is None and unit and analyte not in KIT_UNIT_ANALYTES:
         reference = default_range(analyte, context.age_years, context.sex)
+        if reference is None and value is not None and no_default_for_age(analyte, context.age_years, context.sex):
+            # An adolescent's phosphate with no lab range is not judged (no adult range applied): say so.
+            flags += ("no-range-for-age",)
     qualitative = raw.qualitative
     # §4e bands decide only when the lab said nothing itself; an ANA titer has no lab range to say it with.
     lab_silent = interpretation is None and (reference is None or unit == "{titer}")

@@ -14,7 +14,7 @@ from typing import Final
 
 from fhir_mappings.facts import Qualitative, ReferenceRange
 
-__all__ = ["default_range", "qualitative_from_band"]
+__all__ = ["default_range", "no_default_for_age", "qualitative_from_band"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +66,11 @@ def default_range(analyte: str, age_years: float | None, sex: str) -> ReferenceR
         break
     _DEFAULT_CACHE[key] = result
     return result
+
+
+def no_default_for_age(analyte: str, age_years: float | None, sex: str) -> bool:
+    """The brief gives this analyte a default range for other ages but not for this one (phosphate at 13-17)."""
+    return analyte in _DEFAULTS and default_range(analyte, age_years, sex) is None
 
 
 def qualitative_from_band(analyte: str, value: float, unit: str) -> Qualitative | None:

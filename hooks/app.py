@@ -35,6 +35,7 @@ from hooks.errors import (
     ServiceUnavailable,
     operation_outcome,
 )
+from hooks.metrics import CONTENT_TYPE
 from hooks.models import CdsRequest, CdsResponse, DiscoveryResponse, FeedbackRequest
 from hooks.pages.routes import install_pages
 from hooks.pipeline import audited, handle_feedback, handle_service_call, refusal_response
@@ -66,24 +67,36 @@ def create_app(
     fetcher: FhirFetcher | None = None,
     clock: Clock | None = None,
 ) -> FastAPI:
-    """Build the service. Collaborators not given are built from settings in the lifespan."""
+    """Build the service. Collaborators not given are built from settings in the lifespan.
+
+    ``app.state.prepare()`` builds them ahead of the lifespan: ``calcinosis-cds serve`` calls it before the
+    server starts, so that a refusal (``hooks.startup.REFUSALS``) is one line and exit code 2.
+    Raises ``SettingsError`` for settings refused in production.
+    """
     settings = settings or get_settings()
     settings.check_service()
 
+    async def prepare() -> Runtime:
+        runtime: Runtime | None = getattr(app.state, "runtime", None)
+        if runtime is None:
+            runtime = await build_runtime(
+                settings,
+                registry=registry,
+                audit_store=audit_store,
+                verifier=verifier,
+                fetcher=fetcher,
+                clock=clock,
+            )
+            app.state.runtime = runtime
+        return runtime
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await build_runtime(
-            settings,
-            registry=registry,
-            audit_store=audit_store,
-            verifier=verifier,
-            fetcher=fetcher,
-            clock=clock,
-        )
-        app.state.runtime = runtime
+        runtime = await prepare()
         try:
             yield
         finally:
+            app.state.runtime = None
             for close in reversed(runtime.closers):
                 await close()
 
@@ -95,9 +108,12 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
+    app.state.prepare = prepare
     _install_error_handlers(app)
     _install_routes(app)
     install_pages(app)
+    if settings.metrics_enabled:
+        _install_metrics(app)
     _install_openapi(app)
     install_middleware(app, settings)
     app.add_middleware(SecurityHeadersMiddleware)
@@ -232,7 +248,9 @@ def _install_routes(app: FastAPI) -> None:
                 refused = error if isinstance(error, CdsError) else ServiceUnavailable("audit store unavailable")
                 record = HookCallRecord(record_id=str(uuid.uuid4()), received_at=runtime.clock())
                 record.code_version = __version__
-                return await audited(runtime, record, refusal_response(record, refused, prefix="discovery:"), started)
+                response = refusal_response(record, refused, prefix="discovery:")
+                return await audited(runtime, record, response, started, endpoint="discovery")
+        runtime.metrics.request("discovery", None, None, 200)
         return json_response(DiscoveryResponse(services=runtime.registry.descriptors()).to_json())
 
     @app.post(
@@ -279,3 +297,16 @@ def _install_routes(app: FastAPI) -> None:
         if problems:
             return error_response(ServiceUnavailable("; ".join(problems)))
         return json_response({"status": "ready"})
+
+
+def _install_metrics(app: FastAPI) -> None:
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=Response,
+        responses={200: {"description": "Prometheus text format (docs/metrics.md)",
+                         "content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
+    async def metrics(runtime: RuntimeDep) -> Response:
+        """Prometheus metrics (CDS_METRICS_ENABLED); no PHI. Keep it off the public ingress."""
+        return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)

@@ -47,20 +47,26 @@ def startup_banner(settings: Settings, host: str) -> str | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """Check everything that can refuse (settings, trust file, audit store) before the port is bound: a
+    refusal is one line on stderr and exit code 2 (``hooks.startup``), never a traceback."""
+    import asyncio
+
     import uvicorn
 
     from hooks.app import create_app
     from hooks.logging_setup import configure_logging
-    from hooks.settings import get_settings
+    from hooks.settings import Settings
+    from hooks.startup import REFUSALS, refuse
 
     configure_logging()
-    settings = get_settings()
-    settings.check_bind(args.host)
-    banner = startup_banner(settings, args.host)
-    if banner:
-        log.warning(banner)
-    uvicorn.run(
-        create_app(settings),
+    try:
+        settings = Settings()
+        settings.check_bind(args.host)
+        app = create_app(settings)
+    except REFUSALS as error:
+        return refuse(error)
+    config = uvicorn.Config(
+        app,
         host=args.host,
         port=args.port,
         log_config=None,
@@ -69,7 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
         http="h11",
         h11_max_incomplete_event_size=16 * 1024,
         ws="none",
-        # A lifespan failure (e.g. an invalid trust file) must stop the process, not serve without a verifier.
+        # A lifespan failure must stop the process, not serve without a verifier.
         lifespan="on",
         # Idle keep-alive connections are closed after 5 s so slow or abandoned clients cannot hold slots.
         timeout_keep_alive=5,
@@ -79,7 +85,21 @@ def _serve(args: argparse.Namespace) -> int:
         limit_concurrency=args.limit_concurrency,
         server_header=False,
     )
-    return 0
+
+    async def prepare_and_serve() -> int:
+        try:
+            await app.state.prepare()
+        except REFUSALS as error:
+            return refuse(error)
+        banner = startup_banner(settings, args.host)
+        if banner:
+            log.warning(banner)
+        await uvicorn.Server(config).serve()
+        return 0
+
+    # The runtime is built on the loop that then serves (its clients and locks belong to that loop).
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        return runner.run(prepare_and_serve())
 
 
 def _assess(args: argparse.Namespace) -> int:

@@ -10,7 +10,9 @@ import hashlib
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -86,24 +88,11 @@ async def _service_call(
         record.encounter_ref = f"Encounter/{context.encounterId}" if context.encounterId else None
         locale = preferred_locale(request.headers.get("accept-language"), settings.locale)
         record.locale = locale
-        authorization = cds_request.fhirAuthorization
         context_values = context.model_dump()
         deadline = time.monotonic() + settings.fhir_deadline_s
-        data = await resolve_prefetch(
-            prefetch=cds_request.prefetch,
-            templates=service.prefetch,
-            context=context_values,
-            fhir_server=cds_request.fhirServer,
-            access_token=authorization.access_token.get_secret_value() if authorization else None,
-            # Security brief §2.2: a token scoped to another patient is never used (resolve_prefetch checks).
-            authorized_patient=authorization.patient if authorization else None,
-            token_expires_in=authorization.expires_in if authorization else None,
-            token_scope=authorization.scope if authorization else None,
-            fetcher=runtime.fetcher,
-            allowed_bases=tuple(settings.fhir_allowed_bases) + caller.fhir_servers,
-            deadline=deadline,
-            max_call_bytes=settings.fhir_max_call_bytes,
-        )
+        with runtime.metrics.stage("prefetch_resolution"):
+            data = await _resolve(cds_request, service.prefetch, context_values, caller, runtime, deadline)
+        runtime.metrics.fhir_answered(data.queries)
         _record_data(record, data, raw)
         if data.refusal is not None:
             raise data.refusal
@@ -116,10 +105,13 @@ async def _service_call(
                     expression=[f"prefetch.{key}"],
                 )
         call = HookCall(request=cds_request, context=context_values, data=data, locale=locale, now=runtime.clock())
-        outcome = await run_off_loop(
-            runtime.workers, settings.assess_timeout_s, "the assessment", lambda: service.handler(call)
-        )
+        with runtime.metrics.stage("engine"):
+            outcome = await run_off_loop(
+                runtime.workers, settings.assess_timeout_s, "the assessment", lambda: service.handler(call)
+            )
         payload = outcome.response.to_json()
+        for card in payload["cards"]:
+            runtime.metrics.card_shown(card)
         # Issue 12: every card links to its full assessment (a signed, short-lived link) and its guideline;
         # the audit record keeps the links without the token and the assessment the page is rendered from.
         payload["cards"] = with_links(payload["cards"], record, settings, runtime.clock())
@@ -142,6 +134,32 @@ async def _service_call(
     return await audited(runtime, record, response, started)
 
 
+async def _resolve(
+    cds_request: CdsRequest,
+    templates: Mapping[str, str],
+    context_values: dict[str, Any],
+    caller: Caller,
+    runtime: Runtime,
+    deadline: float,
+) -> ResolvedData:
+    authorization = cds_request.fhirAuthorization
+    return await resolve_prefetch(
+        prefetch=cds_request.prefetch,
+        templates=templates,
+        context=context_values,
+        fhir_server=cds_request.fhirServer,
+        access_token=authorization.access_token.get_secret_value() if authorization else None,
+        # Security brief §2.2: a token scoped to another patient is never used (resolve_prefetch checks).
+        authorized_patient=authorization.patient if authorization else None,
+        token_expires_in=authorization.expires_in if authorization else None,
+        token_scope=authorization.scope if authorization else None,
+        fetcher=runtime.fetcher,
+        allowed_bases=tuple(runtime.settings.fhir_allowed_bases) + caller.fhir_servers,
+        deadline=deadline,
+        max_call_bytes=runtime.settings.fhir_max_call_bytes,
+    )
+
+
 def refusal_response(record: HookCallRecord, error: CdsError, prefix: str = "") -> Response:
     """Record a refusal by reason class (and the allow-listed issuer when known) and build its response."""
     record.reason_class = prefix + (getattr(error, "failure", None) or error.reason_class)
@@ -150,16 +168,21 @@ def refusal_response(record: HookCallRecord, error: CdsError, prefix: str = "") 
     return error_response(error)
 
 
-async def audited(runtime: Runtime, record: HookCallRecord, response: Response, started: float) -> Response:
+async def audited(
+    runtime: Runtime, record: HookCallRecord, response: Response, started: float, endpoint: str = "service"
+) -> Response:
     """Commit the record, then let the response go; a response that cannot be audited is not sent."""
     record.http_status = response.status_code
     record.responded_at = runtime.clock()
     record.latency_ms = round((time.perf_counter() - started) * 1000, 3)
     try:
-        await runtime.audit.append_call(record)
+        with runtime.metrics.stage("audit_append"):
+            await runtime.audit.append_call(record)
     except AuditError:
         log.error("audit append failed for a %s response; answering 503", response.status_code)
-        return error_response(ServiceUnavailable("the response could not be audited, so it is not sent"))
+        runtime.metrics.audit_failed("call")
+        response = error_response(ServiceUnavailable("the response could not be audited, so it is not sent"))
+    runtime.metrics.request(endpoint, record.service_id, record.hook, response.status_code)
     return response
 
 
@@ -230,7 +253,8 @@ async def handle_feedback(service_id: str, request: Request, runtime: Runtime) -
         cds_error = error if isinstance(error, CdsError) else ServiceUnavailable("the audit store is unavailable")
         record = HookCallRecord(record_id=str(uuid.uuid4()), received_at=runtime.clock(), service_id=service_id)
         record.code_version = __version__
-        return await audited(runtime, record, refusal_response(record, cds_error, prefix="feedback:"), started)
+        response = refusal_response(record, cds_error, prefix="feedback:")
+        return await audited(runtime, record, response, started, endpoint="feedback")
 
 
 async def _record_feedback(service_id: str, request: Request, runtime: Runtime) -> Response:
@@ -248,7 +272,10 @@ async def _record_feedback(service_id: str, request: Request, runtime: Runtime) 
             raise BadRequest(f"feedback.{index}.outcomeTimestamp: is in the future", expression=[where])
     records = [_feedback_record(item, service_id, received, caller) for item in body.feedback]
     try:
-        result = await runtime.audit.append_feedback(records)
+        with runtime.metrics.stage("audit_append"):
+            result = await runtime.audit.append_feedback(records)
     except AuditError:
+        runtime.metrics.audit_failed("feedback")
         raise ServiceUnavailable("the feedback could not be recorded; send it again") from None
+    runtime.metrics.request("feedback", service_id, None, 200)
     return json_response({"stored": result.stored, "duplicates": result.duplicates})

@@ -18,6 +18,7 @@ from fastapi import Depends, Request
 from hooks.audit import AuditStore
 from hooks.auth import CallerVerifier
 from hooks.data_access import FhirFetcher
+from hooks.metrics import ServiceMetrics
 from hooks.readiness import ReadinessCheck
 from hooks.registry import ServiceRegistry
 from hooks.settings import Settings
@@ -40,6 +41,7 @@ class Runtime:
     audit: AuditStore
     verifier: CallerVerifier
     fetcher: FhirFetcher | None
+    metrics: ServiceMetrics
     clock: Clock = utc_now
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Besides the audit ping: what /readyz checks (disks written to, FHIR pools); each returns its problems.

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings", "is_loopback_host"]
+__all__ = ["Settings", "SettingsError", "get_settings", "is_loopback_host"]
 
 # The development audit key is public on purpose: development mode is loud about it and refuses non-loopback.
 DEVELOPMENT_AUDIT_KEY = "development-only-audit-key-not-secret"
@@ -31,6 +31,10 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+class SettingsError(ValueError):
+    """A setting the service refuses to start with; the message names it and says what to set."""
 
 
 def _split_csv(value: object) -> object:
@@ -63,6 +67,10 @@ class Settings(BaseSettings):
     jwks_refresh_cooldown_s: float = Field(default=30.0, ge=0, le=3600)
     jwks_timeout_s: float = Field(default=2.0, gt=0, le=10)
     jwks_max_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+
+    # --- operations ---
+    # GET /metrics (Prometheus text format) on the service port; keep it off the public ingress (docs/metrics.md).
+    metrics_enabled: bool = True
 
     # --- audit ---
     data_dir: Path = Path("data")
@@ -131,14 +139,18 @@ class Settings(BaseSettings):
             self.auth_required = self.environment != "development"
         if self.audit_key is None:
             if self.environment != "development":
-                raise ValueError("CDS_AUDIT_KEY is required outside development (it keys the audit hash chain)")
+                raise SettingsError(
+                    "CDS_AUDIT_KEY is required outside development (it keys the audit hash chain): set it to a long "
+                    "random secret, e.g. from python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                )
             self.audit_key = SecretStr(DEVELOPMENT_AUDIT_KEY)
         if self.audit_dsn is None:
             self.audit_dsn = f"sqlite:///{self.data_dir / 'audit.sqlite3'}"
         if self.audit_max_pending < 2 * self.max_concurrent_calls:
-            raise ValueError(
+            raise SettingsError(
                 "CDS_AUDIT_MAX_PENDING must be at least twice CDS_MAX_CONCURRENT_CALLS: room for the admitted "
-                "calls' audit rows and for as many audited refusals"
+                f"calls' audit rows and for as many audited refusals; set CDS_AUDIT_MAX_PENDING to "
+                f"{2 * self.max_concurrent_calls} or more, or lower CDS_MAX_CONCURRENT_CALLS"
             )
         return self
 
@@ -148,9 +160,22 @@ class Settings(BaseSettings):
             return
         # CDS Hooks 2.0 requires TLS; the JWT aud is checked against this exact base.
         if not self.public_base_url.startswith("https://"):
-            raise ValueError("CDS_PUBLIC_BASE_URL must be the https URL EHRs call (JWT aud is checked against it)")
+            raise SettingsError(
+                "CDS_PUBLIC_BASE_URL must be the https URL EHRs call in production (the JWT aud is checked against "
+                "it; TLS may end at a reverse proxy in front): set CDS_PUBLIC_BASE_URL=https://..., or "
+                "CDS_ENVIRONMENT=test for a local sandbox"
+            )
         if self.fhir_allow_loopback_http:
-            raise ValueError("CDS_FHIR_ALLOW_LOOPBACK_HTTP is for development and tests only")
+            raise SettingsError(
+                "CDS_FHIR_ALLOW_LOOPBACK_HTTP=true is for development and tests only: remove it in production "
+                "(FHIR servers are reached over https), or set CDS_ENVIRONMENT=test for a local sandbox"
+            )
+        if "*" in self.cors_origins:
+            # OWASP API8: a wildcard lets any web page drive the service from a clinician's browser.
+            raise SettingsError(
+                "CDS_CORS_ORIGINS='*' is refused in production: list the browser clients' origins, "
+                "e.g. CDS_CORS_ORIGINS=https://sandbox.cds-hooks.org"
+            )
 
     def assessment_link_signing_key(self) -> bytes:
         """32 bytes for HS256, never the configured secret itself (one key per purpose)."""
@@ -166,9 +191,10 @@ class Settings(BaseSettings):
     def check_bind(self, host: str) -> None:
         """Refuse to serve PHI without authentication anywhere but loopback."""
         if not self.auth_required and not is_loopback_host(host):
-            raise SystemExit(
-                f"refusing to start: authentication is off (CDS_AUTH_REQUIRED=false) and host {host!r} "
-                "is not a loopback address"
+            raise SettingsError(
+                f"authentication is off (CDS_AUTH_REQUIRED=false, the default in development) and host {host!r} "
+                "is not a loopback address: serve on --host 127.0.0.1, or turn authentication on "
+                "(CDS_AUTH_REQUIRED=true with a CDS_TRUST_FILE)"
             )
 
 

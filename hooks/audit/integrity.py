@@ -54,6 +54,8 @@ class ChainIntegrity(ABC):
         self._unchecked = 0  # appends since the last checkpoint this instance wrote
         self._tx_last: tuple[int, str] | None = None
         self._tx_checkpoint = False
+        # While check_head runs at start-up a refusal is the caller's one-line message (hooks.startup).
+        self._starting = False
 
     @abstractmethod
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -74,7 +76,8 @@ class ChainIntegrity(ABC):
         return None
 
     def _refuse(self, why: str) -> AuditError:
-        log.error("audit chain refused: %s", why)
+        if not self._starting:
+            log.error("audit chain refused: %s", why)
         return AuditError(f"audit chain refused: {why}")
 
     def _head_row(self) -> tuple[int, str]:
@@ -138,12 +141,16 @@ class ChainIntegrity(ABC):
 
     def check_head(self) -> tuple[int, str]:
         """Validate the head as the first write would (service start-up), and remember it."""
-        with self._guard("open"):
-            head = self._head_row()
-            self._check_continuity(*head)
-            if self._last is None:
-                self._last = head
-            return head
+        self._starting = True
+        try:
+            with self._guard("open"):
+                head = self._head_row()
+                self._check_continuity(*head)
+                if self._last is None:
+                    self._last = head
+                return head
+        finally:
+            self._starting = False
 
     def _head_and_last(self, last: tuple[int, str]) -> tuple[int, str]:
         """The head, checked against this instance's last write in the same round trip."""

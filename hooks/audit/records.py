@@ -8,7 +8,7 @@ the clinician did with it. Never an access token or a JWT: only ``iss``, ``tenan
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 __all__ = ["FeedbackRecord", "FhirQuery", "HookCallRecord", "PrefetchKeyState"]
@@ -103,13 +103,12 @@ class FeedbackRecord:
     hook_instance: str | None = None
 
     def dedupe_key(self) -> str:
-        """Same card, outcome, suggestions and timestamp reported again is the same feedback (protocol brief §7.6)."""
-        suggestions = ",".join(sorted(self.accepted_suggestions))
+        """What makes two reports the same feedback: card, outcome, accepted suggestions and the override
+        reason code (the caller is added by the store). Not the timestamp: a client that reports the same
+        acceptance again (a double click, a retried batch, the sandbox on every click) says nothing new."""
+        suggestions = ",".join(sorted(set(self.accepted_suggestions)))
         reason = f"{self.override_reason_system}|{self.override_reason_code}"
-        # One instant, one key: "09:05Z" and "10:05+01:00" are the same report (a naive time is taken as UTC).
-        stamp = self.outcome_timestamp
-        moment = (stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)).isoformat()
-        return f"{self.service_id}|{self.card_uuid}|{self.outcome}|{suggestions}|{reason}|{moment}"
+        return f"{self.service_id}|{self.card_uuid}|{self.outcome}|{suggestions}|{reason}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

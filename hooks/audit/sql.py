@@ -13,7 +13,6 @@ from __future__ import annotations
 import getpass
 import hmac
 import socket
-import time
 import uuid
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -227,7 +226,8 @@ class AuditLog(ChainIntegrity):
                                            filters.get("hook_instance")))
 
     def remember_jti(self, iss: str, jti: str, expires_at: datetime) -> bool:
-        now = time.time()
+        # The injected clock, like every other time this log writes: purging follows the same "now".
+        now = self._clock().timestamp()
         iss, jti = column_text(iss) or "", column_text(jti) or ""
         with self._guard("jti"), self._transaction(chain=False):
             self._jti_calls += 1

@@ -8,6 +8,7 @@ with the file can drop them, which is what the keyed chain is for.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -20,7 +21,7 @@ from hooks.audit.schema import DEFAULT_CHECKPOINT_EVERY, Migration, checkpoint_s
 from hooks.audit.sql import AuditLog
 from hooks.audit.store import AuditError
 
-__all__ = ["BUSY_TIMEOUT_S", "SqliteAuditLog", "checkpoint_file_for", "sqlite_path"]
+__all__ = ["BUSY_TIMEOUT_S", "SqliteAuditLog", "checkpoint_file_for", "lock_file_for", "sqlite_path"]
 
 # How long a write waits for another writer's lock before failing (AuditError, the app's 503). Well under
 # the store's per-call budget, so a stuck writer (another process, the CLI) costs one bounded wait.
@@ -40,6 +41,11 @@ def sqlite_path(dsn: str) -> Path:
 def checkpoint_file_for(path: Path) -> Path:
     """The checkpoint file kept next to a SQLite database (``audit.sqlite3.checkpoints.jsonl``)."""
     return path.with_name(path.name + ".checkpoints.jsonl")
+
+
+def lock_file_for(path: Path) -> Path:
+    """The lock a serving instance holds on its SQLite database (``audit.sqlite3.lock``, holding its pid)."""
+    return path.with_name(path.name + ".lock")
 
 
 def _append_only(table: str) -> list[str]:
@@ -64,17 +70,50 @@ class SqliteAuditLog(AuditLog):
 
     def __init__(self, path: Path, key: bytes, *, checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
                  checkpoint_file: Path | None = None, busy_timeout_s: float = BUSY_TIMEOUT_S,
-                 clock: Clock = utc_now) -> None:
+                 clock: Clock = utc_now, single_instance: bool = False) -> None:
         super().__init__(key, checkpoint_every=checkpoint_every,
                          checkpoint_file=checkpoint_file or checkpoint_file_for(path), clock=clock)
         self.path = path
         self.busy_timeout_s = busy_timeout_s
+        # The service's store: one serving instance per file (the CLI's short writes still share it).
+        self.single_instance = single_instance
         self._connection: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+
+    def _lock(self) -> None:
+        """Hold an exclusive lock on ``audit.sqlite3.lock`` for as long as this store is open.
+
+        SQLite keeps one chain correct with several writers, but the checkpoint file, the tail checks and
+        the replay cache assume one serving instance; two would also fight for one file lock on every call.
+        ``flock`` is released by the kernel when the process dies (kill -9 included), so no stale lock.
+        """
+        lock_path = lock_file_for(self.path)
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(descriptor, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(descriptor)
+            raise AuditError(
+                f"another calcinosis-cds instance (pid {holder}) is serving the SQLite audit store {self.path}: "
+                "SQLite is single-instance; stop that instance, give this one its own CDS_DATA_DIR, or set "
+                "CDS_AUDIT_DSN=postgresql://... to run several instances on one audit chain"
+            ) from None
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode())
+        self._lock_fd = descriptor
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
 
     def _connect(self) -> None:
         if self._connection is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.single_instance and self._lock_fd is None:
+            self._lock()
         created = not self.path.exists()
         # isolation_level=None: transactions are exactly the BEGIN IMMEDIATE/COMMIT written below.
         # ``timeout`` is SQLite's busy timeout (the one setting: no separate PRAGMA busy_timeout).
@@ -92,6 +131,7 @@ class SqliteAuditLog(AuditLog):
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+        self._unlock()
 
     def probe(self) -> None:
         if self._connection is None:

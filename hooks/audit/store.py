@@ -64,7 +64,7 @@ class MemoryAuditStore:
     def __init__(self) -> None:
         self.calls: list[HookCallRecord] = []
         self.feedback: list[FeedbackRecord] = []
-        self._feedback_keys: set[str] = set()
+        self._feedback_keys: set[tuple[str | None, str | None, str]] = set()
         self._jtis: dict[tuple[str, str], datetime] = {}
         self.accesses: list[tuple[str, dict[str, Any]]] = []
         self.fail_appends = False
@@ -89,7 +89,7 @@ class MemoryAuditStore:
             raise AuditError("memory store set to fail")
         stored = 0
         for record in records:
-            key = record.dedupe_key()
+            key = (record.iss, record.tenant, record.dedupe_key())
             if key in self._feedback_keys:
                 continue
             self._feedback_keys.add(key)

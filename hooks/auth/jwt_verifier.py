@@ -25,14 +25,14 @@ from jwt.exceptions import InvalidSignatureError, PyJWTError
 from starlette.requests import Request
 
 from hooks.audit.store import AuditError
-from hooks.auth import ANONYMOUS, Caller, CallerVerifier, NoAuth
+from hooks.auth import ANONYMOUS, Caller
 from hooks.auth.jwks import JwksCache, JwksUnavailable, PublicKey, key_fits_algorithm, parse_jwks
 from hooks.auth.rate_limit import TokenBucketLimiter
 from hooks.auth.trust import IssuerTrust, TrustConfig, TrustConfigError, load_trust_file
 from hooks.errors import CdsError, ServiceUnavailable, TooManyRequests, Unauthorized
 from hooks.settings import Settings
 
-__all__ = ["JtiStore", "JwtVerifier", "build_verifier"]
+__all__ = ["JtiStore", "JwtVerifier", "build_verifier", "load_trust"]
 
 log = logging.getLogger("calcinosis_cds.auth")
 
@@ -76,6 +76,7 @@ class JwtVerifier:
         leeway_s: float = 60.0,
         limiter: TokenBucketLimiter | None = None,
         clock: Callable[[], float] = time.time,
+        on_reject: Callable[[str], None] | None = None,
     ) -> None:
         self._trust = trust
         self._jti_store = jti_store
@@ -83,6 +84,8 @@ class JwtVerifier:
         self._leeway_s = leeway_s
         self._limiter = limiter
         self._clock = clock
+        # Told the reason class of every rejection (the metrics' JWT rejection counter); never the token.
+        self._on_reject = on_reject
         self._static_keys = {iss: parse_jwks(i.jwks) for iss, i in trust.issuers.items() if i.jwks is not None}
 
     async def verify(self, request: Request, endpoint_url: str, *, required: bool) -> Caller:
@@ -98,6 +101,8 @@ class JwtVerifier:
         except Unauthorized as exc:
             # The reason class only: paths and claim values are caller-controlled and may carry anything.
             log.info("caller rejected: %s", exc.failure)
+            if self._on_reject is not None:
+                self._on_reject(exc.failure or exc.reason_class)
             raise
 
     async def _verify_token(self, token: str, endpoint_url: str) -> Caller:
@@ -201,19 +206,20 @@ class JwtVerifier:
         )
 
     async def _key_for(self, issuer: IssuerTrust, jku: object, kid: str) -> PublicKey:
+        static = self._static_keys.get(issuer.iss)
         if jku is None:
-            static = self._static_keys.get(issuer.iss)
             if static is not None:
-                key = static.get(kid)
-                if key is None:
-                    raise Unauthorized("unknown-kid")
-                return key
+                return _pinned(static, kid)
             if len(issuer.jku) != 1:
                 raise Unauthorized("jku-not-allowed")
             # No jku in the token: the single configured JWKS URL is the out-of-band key location.
             jku = issuer.jku[0]
         if not isinstance(jku, str) or jku not in issuer.jku:
             raise Unauthorized("jku-not-allowed")
+        if static is not None:
+            # Pinned: an issuer with both jku and jwks answers tokens whose jku is on its list from the static
+            # set, and the URL is never fetched (offline set-ups, an EHR's keys fixed in production).
+            return _pinned(static, kid)
         try:
             fetched = await self._jwks.key(jku, kid)
         except JwksUnavailable:
@@ -230,24 +236,44 @@ class JwtVerifier:
             raise TooManyRequests(retry_after)
 
 
-def build_verifier(
-    settings: Settings, jti_store: JtiStore, closers: list[Callable[[], Awaitable[None]]]
-) -> CallerVerifier:
-    """The verifier ``build_runtime`` installs: JWT when authentication is required, else NoAuth."""
-    if not settings.auth_required:
-        return NoAuth()
+def _pinned(keys: Mapping[str, PublicKey], kid: str) -> PublicKey:
+    key = keys.get(kid)
+    if key is None:
+        raise Unauthorized("unknown-kid")
+    return key
+
+
+def load_trust(settings: Settings) -> TrustConfig:
+    """The trust file ``CDS_TRUST_FILE`` names, read before anything else is opened.
+
+    Raises ``TrustConfigError`` (one of ``hooks.startup.REFUSALS``) naming ``CDS_TRUST_FILE`` when there is no
+    usable trust file.
+    """
     if settings.trust_file is None:
-        message = (
-            "refusing to start: authentication is required (CDS_AUTH_REQUIRED, the default outside development) "
-            "but CDS_TRUST_FILE is not set; see docs/security.md"
+        raise TrustConfigError(
+            "authentication is required (CDS_AUTH_REQUIRED, the default outside development) but CDS_TRUST_FILE "
+            "is not set: set it to the trust file that lists the CDS clients (docs/security.md), or "
+            "CDS_ENVIRONMENT=development for local work without authentication"
         )
-        log.critical(message)
-        raise TrustConfigError(message)
     try:
-        trust = load_trust_file(settings.trust_file, environment=settings.environment)
+        return load_trust_file(settings.trust_file, environment=settings.environment)
     except TrustConfigError as exc:
-        log.critical("refusing to start: %s", exc)
-        raise
+        raise TrustConfigError(f"CDS_TRUST_FILE={settings.trust_file}: {exc}") from None
+
+
+def build_verifier(
+    settings: Settings,
+    trust: TrustConfig,
+    jti_store: JtiStore,
+    closers: list[Callable[[], Awaitable[None]]],
+    *,
+    clock: Callable[[], float] = time.time,
+    on_reject: Callable[[str], None] | None = None,
+) -> JwtVerifier:
+    """The verifier ``build_runtime`` installs when authentication is required (``load_trust`` gives ``trust``).
+
+    ``clock`` (epoch seconds) judges ``exp``/``iat``; ``on_reject`` hears the reason class of each rejection.
+    """
     if trust.allow_test_issuers and any(i.is_test_issuer for i in trust.issuers.values()):
         log.warning("the trust file allows a TEST issuer whose private key is public: anyone can mint its tokens")
     # Redirects are never followed: a jku that redirects is an SSRF pivot (security brief §1.4).
@@ -267,4 +293,6 @@ def build_verifier(
         jwks=jwks,
         leeway_s=settings.jwt_leeway_s,
         limiter=TokenBucketLimiter(settings.rate_limit_per_minute),
+        clock=clock,
+        on_reject=on_reject,
     )

@@ -14,7 +14,7 @@ from fhir_mappings.facts import PatientFacts
 from fhir_mappings.terminology import lookup
 from hooks.engine.context import EvalContext
 from hooks.engine.evidence import Evidence, Result, condition_evidence, finding_evidence, lab_evidence
-from hooks.engine.knowledge import SUBTYPES, Knowledge, RuleDefinition, load_knowledge
+from hooks.engine.knowledge import SUBTYPES, ActionVariant, Knowledge, RuleDefinition, load_knowledge
 from hooks.engine.predicates import evaluate, risk_factor_results
 from hooks.engine.therapy import CautionHit, TherapyPlan, plan_therapy
 from hooks.engine.workup import WorkupPlan, missing_items, plan_workup
@@ -40,6 +40,8 @@ class FlagHit:
     risk_factors: tuple[str, ...] = ()
     # "suspected": a critical flag that holds only on suspected evidence, shown as a warning (issue 11).
     basis: str | None = None
+    # Index of the flag's action variant that fits this patient (a mechanical valve: do not stop warfarin).
+    action_variant: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +182,7 @@ def assess(facts: PatientFacts, knowledge: Knowledge | None = None) -> Assessmen
             continue
         raised = _flag_hit(flag.id, flag.indicator, flag.when, ctx)
         if raised is not None:
+            raised = _with_action_variant(raised, flag.action_variants, ctx)
             flags.append(raised)
             ctx.flags[flag.id] = Result(True, raised.evidence)
     risks: list[FlagHit] = []
@@ -201,14 +204,18 @@ def assess(facts: PatientFacts, knowledge: Knowledge | None = None) -> Assessmen
     if calcinosis:
         focus = {subtype} if subtype != "indeterminate" else {s for s, _ in differential[:2]}
         workup_plan = plan_workup(ctx, focus)
-        if subtype != "indeterminate":
-            extent = _extent(facts)
-            indication = extent == "disseminated" or bool(evaluate({"symptomatic": True}, ctx))
-            therapy = plan_therapy(ctx, subtype, extent, indication)
+        # An unclear subtype still gets the options that hold for every subtype (replace ceftriaxone in a
+        # neonate on IV calcium, review a DOAC with a mechanical valve): they are about the patient, not the lesion.
+        extent = _extent(facts)
+        indication = extent == "disseminated" or bool(evaluate({"symptomatic": True}, ctx))
+        therapy = plan_therapy(ctx, subtype, extent, indication)
     if facts.birth_date is None:
         unknowns.append("birth-date")
     if "medications" in facts.unavailable:
         unknowns.append("medications")
+    phosphate = facts.latest("phosphate")
+    if calcinosis and phosphate is not None and "no-range-for-age" in phosphate.flags:
+        unknowns.append("phosphate-range-for-age")
 
     return Assessment(
         calcinosis=calcinosis,
@@ -249,6 +256,16 @@ def _flag_hit(flag_id: str, indicator: str, when: dict[str, Any], ctx: EvalConte
         return FlagHit(flag_id, "critical", confirmed.evidence)
     relaxed = evaluate(when, ctx)
     return FlagHit(flag_id, "warning", relaxed.evidence, basis="suspected") if relaxed else None
+
+
+def _with_action_variant(hit: FlagHit, variants: list[ActionVariant], ctx: EvalContext) -> FlagHit:
+    for index, variant in enumerate(variants):
+        result = evaluate(variant.when, ctx)
+        if result:
+            # The fact that changed the advice is named right after the lesion (issue 10: say what changed it).
+            evidence = hit.evidence[:1] + result.evidence + hit.evidence[1:]
+            return replace(hit, action_variant=index, evidence=evidence)
+    return hit
 
 
 def _history(ctx: EvalContext) -> tuple[Evidence, ...]:

@@ -9,12 +9,13 @@ an audit can tell exactly which knowledge produced a card.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -33,6 +34,7 @@ __all__ = [
     "WorkupItem",
     "load_knowledge",
     "load_knowledge_from",
+    "parse_knowledge_yaml",
 ]
 
 SUBTYPES = ("dystrophic", "metastatic", "idiopathic", "iatrogenic", "calciphylaxis")
@@ -70,12 +72,21 @@ class RuleDefinition(_Strict):
         return value
 
 
+class ActionVariant(_Strict):
+    """A patient-specific "Do" text: the first variant whose ``when`` holds replaces the flag's action."""
+
+    when: dict[str, Any]
+    action: Localized
+    basis: str
+
+
 class FlagDefinition(_Strict):
     id: str
     indicator: Literal["critical", "warning"]
     when: dict[str, Any]
     summary: Localized
     action: Localized
+    action_variants: list[ActionVariant] = Field(default_factory=list)
     rule_text: Localized
     basis: str
     reference: str
@@ -163,6 +174,8 @@ class TherapyOption(_Strict):
 
 
 CautionLevel = Literal["contraindicated", "avoid", "caution", "info", "not-recorded"]
+# Most severe first; an unknown fact a rule needs ("pregnancy status not recorded") outranks a plain caution.
+LEVEL_ORDER: Final[tuple[CautionLevel, ...]] = ("contraindicated", "avoid", "not-recorded", "caution", "info")
 
 
 class Caution(_Strict):
@@ -179,6 +192,11 @@ class Caution(_Strict):
     short: Localized
     basis: str
     current_medication: bool = False
+    # The therapy card is then a `warning` (addendum S27: pregnancy lines are shown as warnings, per C4).
+    warns: bool = False
+    # False for a reason that is not about this patient's safety ("no surgical indication"): the card's
+    # "Not offered" line stays short; the caution is still in the card's extension and the full assessment.
+    on_card: bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> Caution:
@@ -236,6 +254,28 @@ class Knowledge:
         return next(r for r in self.rules if r.id == rule_id)
 
 
+class _KnowledgeLoader(yaml.SafeLoader):
+    """YAML with only ``true``/``false`` as booleans (YAML 1.2 core schema).
+
+    Clinicians write ``pregnancy: [yes]``; the YAML 1.1 default would read that as ``[True]`` and the
+    rule would silently never fire.
+    """
+
+
+_KnowledgeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_KnowledgeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def parse_knowledge_yaml(raw: bytes) -> Any:
+    """One knowledge file as the loader reads it (also used by ``knowledge check`` to locate YAML errors)."""
+    return yaml.load(raw, Loader=_KnowledgeLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _read(name: str) -> bytes:
     return resources.files("hooks.engine").joinpath("knowledge", name).read_bytes()
 
@@ -260,7 +300,7 @@ def _build(raw: Mapping[str, bytes]) -> Knowledge:
     digest = hashlib.sha256()
     for name in KNOWLEDGE_FILES:
         digest.update(name.encode() + b"\0" + raw[name] + b"\0")
-    docs = {name: yaml.safe_load(raw[name]) for name in KNOWLEDGE_FILES}
+    docs = {name: parse_knowledge_yaml(raw[name]) for name in KNOWLEDGE_FILES}
     ruleset, rules, flags, workup, therapy = (
         docs["ruleset.yaml"],
         docs["rules.yaml"],

@@ -28,6 +28,7 @@ from hooks.engine.knowledge import (
     RiskDefinition,
     load_knowledge,
     load_knowledge_from,
+    parse_knowledge_yaml,
 )
 from hooks.engine.predicates import KNOWN_PREDICATES
 
@@ -111,7 +112,7 @@ class _Checker:
         listed = values if isinstance(values, list) else [values]
         unknown = [v for v in listed if v not in allowed]
         if unknown:
-            hint = ("; unquoted yes/no/on/off are YAML booleans: write \"yes\""
+            hint = ("; true/false are YAML booleans: write the status as a word (\"yes\", no)"
                     if any(isinstance(v, bool) for v in unknown) else "")
             self.add("error", file, owner, f"{name}: unknown {', '.join(map(str, unknown))}{hint}")
 
@@ -298,7 +299,7 @@ def _load_problems(directory: Path) -> list[Problem]:
     problems = []
     for path in sorted(directory.glob("*.yaml")) or [directory / "ruleset.yaml"]:
         try:
-            yaml.safe_load(path.read_bytes())
+            parse_knowledge_yaml(path.read_bytes())
         except OSError as error:
             problems.append(Problem("error", path.name, "file", f"cannot be read ({error.strerror})"))
         except yaml.YAMLError as error:

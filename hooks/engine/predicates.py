@@ -35,6 +35,7 @@ Vocabulary (one key per mapping; numbers may name a threshold of ruleset.yaml):
 ``pregnancy`` / ``breastfeeding: [yes, no, unknown, not-applicable]``  status (G-PREG, G-BF)
 ``mechanical_valve: true``      a mechanical valve, or Z95.2 without a bioprosthesis shown (S26 f)
 ``data_unknown: [kind...]``     the data of this kind ("medications") could not be read
+``renal_function_unknown: true``  no CrCl, eGFR (CKD-EPI is adult-only) or coded CKD stage to judge by
 ``rule: R31`` / ``rule_group: [g...]`` / ``gate: name`` / ``flag: id``  results evaluated earlier
 ``offered: [option...]``        one of these therapy options is offered (combination cautions)
 ``focus: [subtype...]``         the work-up is for one of these subtypes
@@ -245,6 +246,16 @@ def _crcl_below(argument: float | str, ctx: EvalContext) -> Result:
     return Result(True, (marker, *estimate.evidence))
 
 
+def _renal_function_unknown(argument: bool, ctx: EvalContext) -> Result:
+    """Kidney function cannot be judged: a child's creatinine alone gives no eGFR (brief §4d: no Schwartz)."""
+    ckd = ctx.facts.ckd
+    # A transplant alone says nothing about today's kidney function; dialysis is G5.
+    unknown = ctx.renal_for_dosing() is None and (ckd is None or (ckd.stage is None and not ckd.dialysis))
+    if unknown != bool(argument):
+        return FALSE
+    return Result(True, (Evidence(kind="unknown", concept="renal-function"),) if unknown else ())
+
+
 def _flag(argument: str, ctx: EvalContext) -> Result:
     return ctx.flags.get(argument, FALSE)
 
@@ -297,6 +308,7 @@ _PREDICATES: dict[str, Predicate] = {
     "data_unknown": _data_unknown,
     "crcl_below": _crcl_below,
     "flag": _flag,
+    "renal_function_unknown": _renal_function_unknown,
     "offered": _offered,
     "focus": _focus,
     "symptomatic": _symptomatic,

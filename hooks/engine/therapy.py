@@ -15,7 +15,7 @@ from datetime import datetime
 from fhir_mappings.facts import MedicationFact
 from hooks.engine.context import EvalContext
 from hooks.engine.evidence import Evidence, medication_evidence
-from hooks.engine.knowledge import CautionLevel, TherapyOption
+from hooks.engine.knowledge import SUBTYPES, CautionLevel, TherapyOption
 from hooks.engine.predicates import evaluate
 
 __all__ = ["CautionHit", "DrugUse", "TherapyPlan", "plan_therapy"]
@@ -30,6 +30,7 @@ class CautionHit:
     current_medication: bool
     evidence: tuple[Evidence, ...]
     level: CautionLevel = "caution"
+    warns: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +62,9 @@ class TherapyPlan:
 
     @property
     def touches_current_medication(self) -> bool:
-        """A caution is about a drug the patient takes now: the card is then a warning."""
+        """A caution is about a drug the patient takes now, or is one shown as a warning (S27): the card warns."""
         taking = {use.option for use in self.current}
-        return any(c.current_medication or c.option in taking for c in self.cautions)
+        return any(c.current_medication or c.option in taking or c.warns for c in self.cautions)
 
     def variant(self, option_id: str) -> int | None:
         return dict(self.variants).get(option_id)
@@ -97,11 +98,13 @@ def _names_current(evidence: tuple[Evidence, ...]) -> bool:
 
 
 def plan_therapy(ctx: EvalContext, subtype: str, extent: str, indication: bool) -> TherapyPlan:
+    """Options for this subtype and patient; for an ``indeterminate`` subtype only those valid for every subtype."""
     knowledge = ctx.knowledge
+    every_subtype = set(SUBTYPES)
     candidates = [
         option
         for option in knowledge.options
-        if subtype in option.subtypes
+        if (subtype in option.subtypes if subtype != "indeterminate" else every_subtype <= set(option.subtypes))
         and (option.extent == "any" or extent == "unknown" or option.extent == extent)
         and (indication or not option.needs_indication)
         and not (indication and subtype in option.only_without_indication_in)
@@ -123,7 +126,7 @@ def plan_therapy(ctx: EvalContext, subtype: str, extent: str, indication: bool) 
     concerned = ctx.offered | {use.option for use in current}
     cautions = [
         CautionHit(c.id, option, c.reason, c.contraindicates, c.current_medication or _names_current(result.evidence),
-                   result.evidence, c.level)
+                   result.evidence, c.level, c.warns)
         for c in knowledge.cautions
         for option in c.applies_to
         if option in concerned and (result := evaluate(c.when, ctx))

@@ -69,6 +69,13 @@ class CircuitBreaker:
         if state is not None:
             state.probing = False
 
+    def counts(self) -> dict[str, int]:
+        """How many origins are in each state (the ``cds_fhir_breakers`` gauge); healthy ones are forgotten."""
+        counts = {"closed": 0, "open": 0, "half-open": 0}
+        for origin in list(self._states):
+            counts[self.state(origin)] += 1
+        return counts
+
     def state(self, origin: str) -> BreakerState:
         current = self._states.get(origin)
         if current is None or current.opened_at is None:

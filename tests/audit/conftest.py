@@ -172,7 +172,8 @@ def call_record(**overrides: Any) -> HookCallRecord:
         "ruleset_hash": "cd" * 32,
         "code_version": "0.1.0",
         "locale": "fr",
-        "cards": [card("C1", "subtype"), card("R2", "red-flag", indicator="warning")],
+        # A card that offers a suggestion (it can be accepted) and a red flag (it can only be dismissed).
+        "cards": [card("C1", "subtype", suggestions=("s1",)), card("R2", "red-flag", indicator="warning")],
         "http_status": 200,
         "reason_class": None,
     }
@@ -180,8 +181,10 @@ def call_record(**overrides: Any) -> HookCallRecord:
     return HookCallRecord(**values)
 
 
-def card(rule: str, kind: str, indicator: str = "info", card_uuid: str | None = None) -> dict[str, Any]:
-    return {
+def card(rule: str, kind: str, indicator: str = "info", card_uuid: str | None = None,
+         suggestions: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A card; each id in ``suggestions`` becomes an orderable suggestion with that uuid."""
+    shown: dict[str, Any] = {
         "uuid": card_uuid or str(uuid.uuid4()),
         "summary": f"Consider work-up ({rule})",
         "indicator": indicator,
@@ -189,6 +192,11 @@ def card(rule: str, kind: str, indicator: str = "info", card_uuid: str | None = 
         "source": {"label": "Calcinosis rule set 1.4.0", "url": "https://example.org/rules"},
         "extension": {"calcinosis-cds": {"kind": kind, "rule": rule}},
     }
+    if suggestions:
+        shown["suggestions"] = [{"uuid": ident, "label": f"Order serum phosphate ({ident})"}
+                                for ident in suggestions]
+        shown["selectionBehavior"] = "any"
+    return shown
 
 
 def feedback(record: HookCallRecord, card_index: int = 0, **overrides: Any) -> FeedbackRecord:

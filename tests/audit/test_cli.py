@@ -45,7 +45,11 @@ def history(log: AuditLog, env: str) -> dict[str, Any]:
     later = call_record(received_at=first.received_at.replace(year=2027))
     for record in (first, other, failed, later):
         log.append_call(record)
-    log.append_feedback([feedback(first, 0), feedback(first, 1, outcome="accepted", accepted_suggestions=["s1"])])
+    log.append_feedback([
+        feedback(first, 0, outcome="accepted", accepted_suggestions=["s1"], override_reason_code=None,
+                 override_reason_display=None),
+        feedback(first, 1),  # the red flag dismissed, with a reason
+    ])
     return {"first": first, "other": other, "failed": failed, "later": later}
 
 
@@ -117,9 +121,10 @@ def test_show_tells_the_story_of_one_patient_and_is_itself_audited(history: dict
     for shown in first.cards:
         assert f"[{shown['indicator']}] {shown['summary']}" in out
     assert "rules fired: C1, R2" in out
-    assert "overridden" in out
-    assert "accepted" in out
-    assert "Not relevant" in out
+    # Each feedback names its card, and an acceptance names the suggestion taken, by its label.
+    assert (f'accepted card {first.cards[0]["uuid"]}: suggestion "Order serum phosphate (s1)" (uuid s1)'
+            in out)
+    assert f"overridden card {first.cards[1]['uuid']} (Not relevant)" in out
     assert "Patient/456" not in out
     assert "2027-" not in out.split("hook call(s)")[0]
     assert "3 hook call(s)" not in out
@@ -209,9 +214,12 @@ def test_stats_give_override_rates_per_rule_and_kind(history: dict[str, Any], lo
     code, out, _ = run(capsys, "stats", "--since", "2026-01-01", "--until", "2026-12-31")
     assert code == 0
     assert "hook calls: 3 (HTTP 200: 2, HTTP 412: 1)" in out
-    assert "| C1 | 2 | 0 | 1 | 100% |" in out
-    assert "| R2 | 2 | 1 | 0 | 0% |" in out
-    assert "| red-flag | 2 | 1 | 0 | 0% |" in out
+    # Columns: shown | with suggestions | accepted | overridden | override rate. The red flag offers no
+    # suggestion, so it can only be dismissed: counted, but it has no override rate (not "100 %").
+    assert "| C1 | 2 | 2 | 1 | 0 | 0% |" in out
+    assert "| subtype | 2 | 2 | 1 | 0 | 0% |" in out
+    assert "| R2 | 2 | 0 | 0 | 1 | n/a (no suggestions) |" in out
+    assert "| red-flag | 2 | 0 | 0 | 1 | n/a (no suggestions) |" in out
     assert [a["action"] for a in access_rows(log)] == ["stats"]
 
 

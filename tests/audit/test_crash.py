@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -20,22 +19,14 @@ import pytest
 
 from hooks.audit.factory import open_audit_log
 from tests.audit.conftest import TEST_KEY
+from tests.support.service_process import CLI, clean_environment, start_service
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-CLI = ROOT / ".venv" / "bin" / "calcinosis-cds"
 MAX_REQUESTS = 400
 KILL_AFTER_RESPONSES = 150
 CONCURRENCY = 16
 TIME_BUDGET_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def assessment_request(index: int) -> dict[str, Any]:
@@ -90,36 +81,18 @@ async def drive(base_url: str, process: subprocess.Popen[bytes]) -> dict[str, An
             "killed_mid_load": killed.is_set()}
 
 
-def wait_healthy(base_url: str, process: subprocess.Popen[bytes], log_file: Path) -> None:
-    until = time.monotonic() + 20
-    while time.monotonic() < until:
-        if process.poll() is not None:
-            pytest.fail(f"the service exited at start:\n{log_file.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    pytest.fail("the service did not answer /healthz within 20 s")
-
-
 def test_kill_9_loses_no_acknowledged_audit_record(audit_dsn: str, tmp_path: Path) -> None:
     started = time.monotonic()
-    port = free_port()
-    env = dict(os.environ, CDS_ENVIRONMENT="development", CDS_AUDIT_DSN=audit_dsn, CDS_AUDIT_KEY=TEST_KEY.decode(),
-               CDS_DATA_DIR=str(tmp_path / "data"))
-    log_file = tmp_path / "service.log"
-    with log_file.open("wb") as output:
-        process = subprocess.Popen([str(CLI), "serve", "--host", "127.0.0.1", "--port", str(port)],
-                                   env=env, stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path)
+    env = clean_environment(CDS_ENVIRONMENT="development", CDS_AUDIT_DSN=audit_dsn, CDS_AUDIT_KEY=TEST_KEY.decode(),
+                            CDS_DATA_DIR=str(tmp_path / "data"))
+    service = start_service(env, tmp_path / "service.log")
     try:
-        base_url = f"http://127.0.0.1:{port}"
-        wait_healthy(base_url, process, log_file)
-        figures = asyncio.run(drive(base_url, process))
+        service.wait_healthy()
+        figures = asyncio.run(drive(service.base_url, service.process))
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
+        if service.process.poll() is None:
+            service.process.kill()
+        service.process.wait(timeout=10)
 
     log = open_audit_log(audit_dsn, TEST_KEY)
     log.open()

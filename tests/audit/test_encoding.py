@@ -16,7 +16,7 @@ from hooks.audit.chain import canonical_json
 from hooks.audit.codec import MAX_COLUMN_CHARS, call_from_document, column_text
 from hooks.audit.sql import AuditLog
 from hooks.audit.sql_store import SqlAuditStore
-from tests.audit.conftest import call_record, feedback
+from tests.audit.conftest import T0, call_record, feedback
 from tests.audit.test_web import app_for, read_log, request_body
 from tests.conftest import running_client
 
@@ -70,7 +70,7 @@ async def test_hostile_text_in_every_indexed_column_is_recorded(store: SqlAuditS
     (stored,) = store.log.rows(kinds=["feedback"])
     assert stored["hook_instance"] == row["hook_instance"]
     assert list(store.log.rows(patient=HOSTILE, kinds=["call"]))  # findable by the raw value
-    assert await store.remember_jti("https://ehr\x00", "jti\x00", datetime.now(UTC) + timedelta(minutes=5))
+    assert await store.remember_jti("https://ehr\x00", "jti\x00", T0 + timedelta(minutes=5))
     assert (await store.verify()).ok
 
 
@@ -84,15 +84,16 @@ async def test_a_record_that_still_cannot_be_encoded_is_an_audit_error(store: Sq
     assert (await store.verify()).records == 1
 
 
-def test_the_same_instant_in_another_offset_is_the_same_feedback(log: AuditLog) -> None:
+def test_a_report_repeated_at_another_time_or_offset_is_the_same_feedback(log: AuditLog) -> None:
     call = call_record()
     log.append_call(call)
     utc = feedback(call, outcome_timestamp=datetime(2026, 11, 21, 9, 5, tzinfo=UTC))
     paris = dataclasses.replace(utc, record_id="again",
                                 outcome_timestamp=datetime(2026, 11, 21, 10, 5, tzinfo=timezone(timedelta(hours=1))))
-    assert utc.dedupe_key() == paris.dedupe_key()
-    result = log.append_feedback([utc, paris])
-    assert (result.stored, result.duplicates) == (1, 1)
+    later = dataclasses.replace(utc, record_id="later", outcome_timestamp=datetime(2026, 11, 21, 9, 7, tzinfo=UTC))
+    assert utc.dedupe_key() == paris.dedupe_key() == later.dedupe_key()
+    result = log.append_feedback([utc, paris, later])
+    assert (result.stored, result.duplicates) == (1, 2)
 
 
 async def test_a_nul_in_the_service_path_is_a_recorded_404(audit_dsn: str) -> None:

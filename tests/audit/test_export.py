@@ -13,8 +13,9 @@ from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.guidanceresponse import GuidanceResponse
 
 from hooks.audit import HookCallRecord
-from hooks.audit.export import audit_event, card_stats, guidance_response
+from hooks.audit.export import audit_event, guidance_response
 from hooks.audit.sql import AuditLog
+from hooks.audit.stats import card_stats
 from tests.audit.conftest import T0, call_record, card, feedback
 
 BASE = "https://cds.example.org"
@@ -90,21 +91,34 @@ def test_hook_calls_export_as_valid_guidance_responses(log: AuditLog) -> None:
 
 
 def test_stats_count_shown_accepted_and_overridden_per_rule_and_kind(log: AuditLog) -> None:
-    first = call_record(cards=[card("C1", "subtype"), card("R2", "red-flag")])
-    second = call_record(cards=[card("C1", "subtype")])
+    first = call_record(cards=[card("C1", "subtype", suggestions=("s",)), card("R2", "red-flag")])
+    second = call_record(cards=[card("C1", "subtype", suggestions=("s",))])
+    third = call_record(cards=[card("R2", "red-flag")])
     silent_rule = call_record(cards=[{"uuid": "u-1", "summary": "s", "indicator": "info"}], rules_fired=["X9"])
-    for record in (first, second, silent_rule):
+    for record in (first, second, third, silent_rule):
         log.append_call(record)
     log.append_feedback([
         feedback(first, 0),
         feedback(second, 0, outcome="accepted", accepted_suggestions=["s"]),
-        feedback(first, 1, outcome="accepted", accepted_suggestions=["s"]),
+        feedback(first, 1),  # red flags can only be dismissed
+        feedback(third, 0),
     ])
     by_rule, by_kind = card_stats(log.rows(kinds=["call"]), log.rows(kinds=["feedback"]))
-    assert dict(by_rule.shown) == {"C1": 2, "R2": 1, "X9": 1}
-    assert (by_rule.accepted["C1"], by_rule.overridden["C1"], by_rule.accepted["R2"]) == (1, 1, 1)
-    assert dict(by_kind.shown) == {"subtype": 2, "red-flag": 1, "(none)": 1}
-    assert "| C1 | 2 | 1 | 1 | 50% |" in by_rule.table("rule id")
+    assert dict(by_rule.shown) == {"C1": 2, "R2": 2, "X9": 1}
+    assert (by_rule.accepted["C1"], by_rule.overridden["C1"], by_rule.overridden["R2"]) == (1, 1, 2)
+    assert dict(by_kind.shown) == {"subtype": 2, "red-flag": 2, "(none)": 1}
+    table = by_rule.table("rule id")
+    assert "| C1 | 2 | 2 | 1 | 1 | 50% |" in table
+    # Two dismissals of a card without suggestions are not a "100 % override rate".
+    assert "| R2 | 2 | 0 | 0 | 2 | n/a (no suggestions) |" in table
+    assert by_kind.override_rate("red-flag") == "n/a (no suggestions)"
+    assert by_kind.override_rate("subtype") == "50%"
+
+
+def test_a_kind_with_suggestions_but_no_feedback_yet_has_no_rate(log: AuditLog) -> None:
+    log.append_call(call_record(cards=[card("C1", "subtype", suggestions=("s",))]))
+    by_rule, _ = card_stats(log.rows(kinds=["call"]), log.rows(kinds=["feedback"]))
+    assert by_rule.override_rate("C1") == "—"
 
 
 def test_engine_red_flag_and_risk_cards_count_under_their_ids(log: AuditLog) -> None:

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 from hooks.audit import AuditError, MemoryAuditStore
@@ -14,6 +17,7 @@ from hooks.audit.sql_store import SqlAuditStore
 from hooks.audit.sqlite_store import SqliteAuditLog, sqlite_path
 from tests.audit.conftest import TEST_KEY, call_record
 from tests.conftest import test_settings as settings_for_test
+from tests.support.service_process import CLI, clean_environment, free_port, running_service
 
 
 def test_the_audit_connection_is_wal_with_full_sync(tmp_path: Path) -> None:
@@ -76,3 +80,43 @@ async def test_a_failing_disk_is_an_audit_error(tmp_path: Path) -> None:
             await store.append_call(call_record())
     finally:
         await store.close()
+
+
+# --------------------------------------------------------------------------- one serving instance per file
+
+
+async def test_a_second_serving_instance_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    settings = settings_for_test(audit_dsn=f"sqlite:///{tmp_path / 'audit.sqlite3'}")
+    first, second = build_audit_store(settings), build_audit_store(settings)
+    await first.open()
+    try:
+        with pytest.raises(AuditError, match=rf"another calcinosis-cds instance \(pid {os.getpid()}\) is serving "
+                                             r"the SQLite audit store .*CDS_AUDIT_DSN=postgresql://"):
+            await second.open()
+        # The auditor's CLI is not a serving instance: it still reads and appends its access rows.
+        reader = open_audit_log(settings.audit_dsn or "", TEST_KEY)
+        reader.open()
+        reader.append_access("show", {})
+        reader.close()
+    finally:
+        await first.close()
+    # Released on close (and by the kernel when a process dies): the next instance starts.
+    await second.open()
+    await second.close()
+
+
+def test_a_second_service_process_exits_with_a_clear_message(tmp_path: Path) -> None:
+    env = clean_environment(CDS_ENVIRONMENT="development", CDS_AUDIT_KEY=TEST_KEY.decode(),
+                            CDS_DATA_DIR=str(tmp_path / "data"))
+    with running_service(env, tmp_path / "first.log") as first:
+        second = subprocess.run([str(CLI), "serve", "--host", "127.0.0.1", "--port", str(free_port())], env=env,
+                                capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path)
+        verify = subprocess.run([str(CLI), "audit", "verify", "--allow-empty"], env=env, capture_output=True,
+                                text=True, timeout=60, check=False, cwd=tmp_path)
+        still_serving = httpx.get(f"{first.base_url}/readyz", timeout=5).status_code
+    assert second.returncode == 2
+    (line,) = second.stderr.splitlines()
+    assert line.startswith(f"calcinosis-cds: refusing to start: another calcinosis-cds instance (pid {first.pid})")
+    assert "SQLite is single-instance" in line
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert still_serving == 200

@@ -4,7 +4,8 @@ replayed JWT ids are refused (security brief §3.3, §3.4, §1.6)."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -14,7 +15,7 @@ from hooks.audit.factory import open_audit_log
 from hooks.audit.schema import SCHEMA_VERSION
 from hooks.audit.sql import AuditLog
 from hooks.audit.sql_store import SqlAuditStore
-from tests.audit.conftest import TEST_KEY, call_record, feedback, raw_execute
+from tests.audit.conftest import T0, TEST_KEY, call_record, feedback, raw_execute
 
 
 async def test_every_hook_call_field_reads_back(store: SqlAuditStore) -> None:
@@ -109,6 +110,29 @@ async def test_the_same_feedback_twice_is_stored_once(store: SqlAuditStore) -> N
     assert len(list(store.log.rows(kinds=["feedback"]))) == 1
 
 
+async def test_a_suggestion_accepted_twice_is_stored_once(store: SqlAuditStore) -> None:
+    """The sandbox reports an acceptance on every click: same card, outcome, suggestion and caller is one row;
+    another suggestion, an override, or another caller is new feedback."""
+    call = call_record()
+    await store.append_call(call)
+    accepted = feedback(call, outcome="accepted", accepted_suggestions=["s-1"], override_reason_code=None,
+                        override_reason_system=None)
+    clicks = [dataclasses.replace(accepted, record_id=f"click-{n}",
+                                  outcome_timestamp=accepted.outcome_timestamp + timedelta(seconds=n))
+              for n in range(3)]
+    first = await store.append_feedback(clicks)
+    later = await store.append_feedback([
+        dataclasses.replace(accepted, record_id="retry", outcome_timestamp=accepted.outcome_timestamp + timedelta(1)),
+        dataclasses.replace(accepted, record_id="other-suggestion", accepted_suggestions=["s-2"]),
+        dataclasses.replace(accepted, record_id="both", accepted_suggestions=["s-2", "s-1", "s-1"]),
+        dataclasses.replace(accepted, record_id="other-caller", tenant="tenant-b"),
+    ])
+    assert (first.stored, first.duplicates) == (1, 2)
+    assert (later.stored, later.duplicates) == (3, 1)
+    kept = {row["record_id"] for row in store.log.rows(kinds=["feedback"])}
+    assert kept == {"click-0", "other-suggestion", "both", "other-caller"}
+
+
 async def test_repeated_reports_with_different_outcomes_are_all_kept(store: SqlAuditStore) -> None:
     call = call_record()
     await store.append_call(call)
@@ -149,18 +173,36 @@ async def test_feedback_for_an_unknown_card_is_kept_unlinked(store: SqlAuditStor
 # --------------------------------------------------------------------------- jti and health
 
 
-async def test_a_jwt_id_is_accepted_once_per_issuer(store: SqlAuditStore) -> None:
-    expires = datetime.now(UTC) + timedelta(minutes=5)
+@pytest.fixture
+async def clocked_store(audit_dsn: str) -> AsyncIterator[tuple[SqlAuditStore, list[datetime]]]:
+    """A store whose clock the test moves (``now[0]``): replay-cache expiry never reads the wall clock."""
+    now = [T0]
+    opened = SqlAuditStore(open_audit_log(audit_dsn, TEST_KEY, clock=lambda: now[0]))
+    await opened.open()
+    try:
+        yield opened, now
+    finally:
+        await opened.close()
+
+
+async def test_a_jwt_id_is_accepted_once_per_issuer(clocked_store: tuple[SqlAuditStore, list[datetime]]) -> None:
+    store, now = clocked_store
+    expires = now[0] + timedelta(minutes=5)
     assert await store.remember_jti("https://ehr.example.org", "jti-1", expires) is True
     assert await store.remember_jti("https://ehr.example.org", "jti-1", expires) is False
     assert await store.remember_jti("https://other.example.org", "jti-1", expires) is True
 
 
-async def test_long_expired_jwt_ids_are_purged(store: SqlAuditStore) -> None:
-    long_ago = datetime.now(UTC) - timedelta(hours=2)
-    assert await store.remember_jti("https://ehr.example.org", "old", long_ago) is True
-    # Well past expiry plus grace: the row is purged and the id may be recorded again.
-    assert await store.remember_jti("https://ehr.example.org", "old", datetime.now(UTC) + timedelta(minutes=5))
+async def test_long_expired_jwt_ids_are_purged(clocked_store: tuple[SqlAuditStore, list[datetime]]) -> None:
+    store, now = clocked_store
+    expires = now[0] + timedelta(minutes=5)
+    assert await store.remember_jti("https://ehr.example.org", "old", expires) is True
+    # A minute later the id is still a replay; two hours later (past expiry plus grace) its row is purged
+    # and the id may be recorded again.
+    now[0] = T0 + timedelta(minutes=1)
+    assert await store.remember_jti("https://ehr.example.org", "old", expires) is False
+    now[0] = T0 + timedelta(hours=2)
+    assert await store.remember_jti("https://ehr.example.org", "old", now[0] + timedelta(minutes=5))
 
 
 async def test_ping_and_verify_through_the_async_store(store: SqlAuditStore) -> None:

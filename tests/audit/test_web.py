@@ -116,7 +116,9 @@ async def test_feedback_over_http_joins_the_hook_call(audit_dsn: str) -> None:
     async with running_client(app_for(audit_dsn)) as client:
         assert (await client.post("/cds-services/stub", json=body)).status_code == 200
         first = await client.post("/cds-services/stub/feedback", json={"feedback": [item]})
-        again = await client.post("/cds-services/stub/feedback", json={"feedback": [item]})
+        # The same report again a minute later (a client retrying, a second click): nothing new.
+        again = await client.post("/cds-services/stub/feedback",
+                                  json={"feedback": [{**item, "outcomeTimestamp": "2026-11-21T09:04:00Z"}]})
     assert first.json() == {"stored": 1, "duplicates": 0}
     assert again.json() == {"stored": 0, "duplicates": 1}
     log = read_log(audit_dsn)

@@ -16,7 +16,7 @@ from hooks.app import create_app
 from hooks.audit import MemoryAuditStore
 from hooks.models import Card, CdsResponse
 from hooks.registry import HookOutcome, ServiceDefinition, ServiceRegistry
-from tests.conftest import running_client, test_settings
+from tests.conftest import FIXED_NOW, running_client, test_settings
 from tests.support.cds_client import JwksServer, SigningKey
 
 BASE = "https://testserver"
@@ -138,7 +138,8 @@ def auth_client(trust_file: Path, store: MemoryAuditStore) -> Any:
         values: dict[str, Any] = {"auth_required": True, "trust_file": trust_file, "discovery_auth": "required"}
         values.update(overrides)
         registry = values.pop("registry", None) or stub_registry()
-        app = create_app(test_settings(**values), registry=registry, audit_store=store, fetcher=NeverFetcher())
+        app = create_app(test_settings(**values), registry=registry, audit_store=store, fetcher=NeverFetcher(),
+                         clock=lambda: FIXED_NOW)
         async with running_client(app) as client:
             yield client
 

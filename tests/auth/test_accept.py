@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from tests.auth.conftest import (
     stub_registry,
     write_trust,
 )
-from tests.support.cds_client import JwksServer, SigningKey, bearer, epic_token, sandbox_token, sign
+from tests.support.cds_client import TOKEN_NOW, JwksServer, SigningKey, bearer, epic_token, sandbox_token, sign
 
 VECTORS = Path(__file__).parents[1] / "fixtures" / "cds-hooks"
 SPEC_JWT = (VECTORS / "spec-2.0.1-jwt-example-ES384.txt").read_text().strip()
@@ -95,7 +94,7 @@ async def test_static_jwks_issuer_without_jku(auth_client: Any, static_key: Sign
 
 
 async def test_within_leeway_is_accepted(auth_client: Any, jwks: JwksServer, es_key: SigningKey) -> None:
-    now = int(time.time())
+    now = TOKEN_NOW
     # Expired 30 s ago and issued 30 s "in the future" by a skewed clock: both inside the 60 s leeway.
     expired = sandbox_token(es_key, iss=SANDBOX_LIKE_ISS, aud=SERVICE_URL, jku=jwks.url("/es.json"),
                             iat=now - 300, exp=now - 30)

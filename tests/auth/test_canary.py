@@ -27,7 +27,7 @@ from tests.auth.conftest import (
     hook_body,
     stub_registry,
 )
-from tests.conftest import running_client
+from tests.conftest import FIXED_NOW, running_client
 from tests.conftest import test_settings as make_settings
 from tests.support.cds_client import JwksServer, SigningKey, bearer, epic_token, sandbox_token
 
@@ -71,7 +71,8 @@ async def test_canary_tokens_appear_nowhere(
     caplog.set_level(logging.DEBUG)
     store, database = _store_factory(store_kind, tmp_path)
     settings = make_settings(auth_required=True, trust_file=trust_file, discovery_auth="required", max_body_bytes=4096)
-    app = create_app(settings, registry=stub_registry(), audit_store=store, fetcher=NeverFetcher())
+    app = create_app(settings, registry=stub_registry(), audit_store=store, fetcher=NeverFetcher(),
+                     clock=lambda: FIXED_NOW)
 
     def es(aud: str = SERVICE_URL) -> str:
         return sandbox_token(es_key, iss=SANDBOX_LIKE_ISS, aud=aud, jku=jwks.url("/es.json"))

@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import hooks.logging_setup
 from hooks.app import create_app
@@ -24,27 +26,39 @@ TOKEN_CANARY = "opaque-canary-9d8c7b"
 
 
 @pytest.fixture
-def serve_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    """Runs ``calcinosis-cds serve`` without binding a socket: uvicorn.run records its arguments."""
+def serve_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """Runs ``calcinosis-cds serve`` up to the server itself: the runtime is really built (trust file, audit
+    store), then ``uvicorn.Server.serve`` records the server's configuration instead of binding a socket."""
     import uvicorn
 
     captured: dict[str, Any] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: captured.update(kwargs))
+
+    async def serve(server: uvicorn.Server, sockets: Any = None) -> None:
+        runtime = server.config.app.state.runtime
+        captured.update(vars(server.config), runtime=runtime)
+        for close in reversed(runtime.closers):  # what the lifespan does at shutdown
+            await close()
+
+    monkeypatch.setattr(uvicorn.Server, "serve", serve)
     # configure_logging would replace pytest's log capture handlers on the root logger.
     monkeypatch.setattr(hooks.logging_setup, "configure_logging", lambda *a, **k: None)
-    monkeypatch.setenv("CDS_AUDIT_KEY", "k")
-    monkeypatch.setenv("CDS_PUBLIC_BASE_URL", "https://cds.example.org")
+    trust = tmp_path / "trust.yaml"
+    trust.write_text(yaml.safe_dump({"issuers": [{"iss": "https://ehr.test",
+                                                  "jwks": {"keys": [SigningKey.es384().public_jwk()]}}]}))
+    for name, value in {"CDS_AUDIT_KEY": "k", "CDS_PUBLIC_BASE_URL": "https://cds.example.org",
+                        "CDS_TRUST_FILE": str(trust), "CDS_DATA_DIR": str(tmp_path / "data")}.items():
+        monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     yield captured
     get_settings.cache_clear()
 
 
 def test_development_mode_refuses_a_non_loopback_bind(
-    serve_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    serve_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("CDS_ENVIRONMENT", "development")
-    with pytest.raises(SystemExit, match="not a loopback address"):
-        main(["serve", "--host", "0.0.0.0", "--port", "8080"])  # noqa: S104 (the point of the test)
+    assert main(["serve", "--host", "0.0.0.0", "--port", "8080"]) == 2  # noqa: S104 (the point of the test)
+    assert "not a loopback address" in capsys.readouterr().err
     assert serve_env == {}  # the server never started
 
 
@@ -89,6 +103,8 @@ def test_production_auth_on_may_bind_any_address(serve_env: dict[str, Any], monk
     monkeypatch.setenv("CDS_ENVIRONMENT", "production")
     assert main(["serve", "--host", "0.0.0.0", "--port", "8080"]) == 0  # noqa: S104
     assert serve_env["host"] == "0.0.0.0"  # noqa: S104
+    # The runtime was built before the server started: JWT verification from the trust file.
+    assert type(serve_env["runtime"].verifier).__name__ == "JwtVerifier"
 
 
 async def test_security_headers_on_success_and_errors(

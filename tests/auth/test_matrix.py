@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ from tests.auth.conftest import (
     write_trust,
 )
 from tests.support.cds_client import (
+    TOKEN_NOW,
     JwksServer,
     SigningKey,
     bearer,
@@ -58,8 +59,8 @@ class Kit:
         return sandbox_token(self.es_key, iss=iss, aud=aud, jku=self.jwks.url("/es.json"), **claims)
 
     def claims(self) -> dict[str, Any]:
-        now = int(time.time())
-        return {"iss": SANDBOX_LIKE_ISS, "aud": SERVICE_URL, "iat": now, "exp": now + 300, "jti": f"j-{time.time_ns()}"}
+        now = TOKEN_NOW
+        return {"iss": SANDBOX_LIKE_ISS, "aud": SERVICE_URL, "iat": now, "exp": now + 300, "jti": f"j-{uuid.uuid4()}"}
 
     async def call(self, headers: dict[str, str]) -> httpx.Response:
         return await self.client.post("/cds-services/stub", json=hook_body(), headers=headers)
@@ -133,10 +134,10 @@ CASES: list[tuple[str, Build, str]] = [
     ("aud-another-service", simple(lambda k: k.token(aud=OTHER_SERVICE_URL)), "wrong-audience"),
     ("aud-host-header-spoof", simple(lambda k: k.token(aud="http://evil.test/cds-services/stub")), "wrong-audience"),
     ("expired-beyond-leeway",
-     simple(lambda k: k.token(iat=int(time.time()) - 400, exp=int(time.time()) - 61)), "expired"),
+     simple(lambda k: k.token(iat=TOKEN_NOW - 400, exp=TOKEN_NOW - 61)), "expired"),
     ("iat-in-future-beyond-leeway",
-     simple(lambda k: k.token(iat=int(time.time()) + 120, exp=int(time.time()) + 300)), "issued-in-future"),
-    ("lifetime-too-long", simple(lambda k: k.token(exp=int(time.time()) + 901)), "lifetime-too-long"),
+     simple(lambda k: k.token(iat=TOKEN_NOW + 120, exp=TOKEN_NOW + 300)), "issued-in-future"),
+    ("lifetime-too-long", simple(lambda k: k.token(exp=TOKEN_NOW + 901)), "lifetime-too-long"),
     ("replayed-jti", _replayed, "replayed-jti"),
     ("missing-iss", _missing("iss"), "missing-claim"),
     ("missing-aud", _missing("aud"), "missing-claim"),

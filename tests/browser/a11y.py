@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Any
 
@@ -15,7 +16,8 @@ _HEADINGS = """() => Array.from(document.querySelectorAll('h1,h2,h3,h4,h5,h6'))
 _TABLES = """() => Array.from(document.querySelectorAll('table')).map(t => ({
   caption: t.caption ? t.caption.textContent.trim() : '',
   head: t.tHead ? t.tHead.querySelectorAll('th').length : 0,
-  unscoped: Array.from(t.querySelectorAll('th')).filter(th => !['col', 'row'].includes(th.getAttribute('scope'))).length,
+  unscoped: Array.from(t.querySelectorAll('th'))
+    .filter(th => !['col', 'row'].includes(th.getAttribute('scope'))).length,
   bodyRows: t.tBodies.length ? t.tBodies[0].rows.length : 0,
   rowHeaders: t.tBodies.length ? t.tBodies[0].querySelectorAll('th[scope=row]').length : 0,
 }))"""
@@ -46,8 +48,10 @@ def check_page(page: Page, lang: str) -> dict[str, Any]:
     assert page.title()
     headings = page.evaluate(_HEADINGS)
     levels = [level for level, _ in headings]
-    assert levels and levels[0] == 1 and levels.count(1) == 1, headings
-    assert all(b - a <= 1 for a, b in zip(levels, levels[1:], strict=False)), headings  # never skips a level
+    assert levels, headings
+    assert levels[0] == 1, headings
+    assert levels.count(1) == 1, headings
+    assert all(b - a <= 1 for a, b in itertools.pairwise(levels)), headings  # never skips a level
     assert all(text for _, text in headings)
     tables = page.evaluate(_TABLES)
     for table in tables:
@@ -61,6 +65,7 @@ def check_page(page: Page, lang: str) -> dict[str, Any]:
             failures.append((where, colour, background, round(ratio, 2)))
     assert not failures, failures[:10]
     labelled = page.evaluate("""() => Array.from(document.querySelectorAll('svg[role=img]')).map(svg =>
-      svg.getAttribute('aria-labelledby').split(' ').map(id => (document.getElementById(id) || {}).textContent || ''))""")
+      svg.getAttribute('aria-labelledby').split(' ')
+        .map(id => (document.getElementById(id) || {}).textContent || ''))""")
     assert all(all(part.strip() for part in parts) for parts in labelled), labelled
     return {"headings": headings, "tables": tables}

@@ -1,7 +1,8 @@
 """Headless Chromium (Debian's /usr/bin/chromium, driven by Playwright from PyPI) against the real service.
 
-The service runs as its own process on a free 127.0.0.1 port with a SQLite audit store in a temporary
-directory and a clock read from a file (``serve_fixed_clock``); it is stopped by its PID. Chromium gets a
+The service runs as its own process (``tests.support.service_process``) on a free 127.0.0.1 port with a
+SQLite audit store in a temporary directory and a clock read from a file (``serve_fixed_clock``); it is
+stopped by its PID. Chromium gets a
 fresh profile and the flags this machine needs; every request it makes to anything but the service is
 refused and counted (the pages work offline). Screenshots go to ``test-artifacts/browser/`` (git-ignored;
 ``CALCINOSIS_TEST_ARTIFACTS`` moves it).
@@ -11,12 +12,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,28 +24,24 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, Route, sync_playwright
 
 from tests.conftest import FIXED_NOW
+from tests.support.service_process import ServiceProcess, clean_environment, free_port, running_service
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-START_TIMEOUT_S = 30.0
 PAGE_TIMEOUT_MS = 15_000
 AUDIT_KEY = "browser-test-audit-key"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass
 class Service:
-    base_url: str
+    process: ServiceProcess
     clock_file: Path
-    process: subprocess.Popen[bytes]
-    log_file: Path
+
+    @property
+    def base_url(self) -> str:
+        return self.process.base_url
 
     def set_clock(self, moment: Any) -> None:
         self.clock_file.write_text(moment.isoformat(), encoding="utf-8")
@@ -61,45 +54,21 @@ class Service:
         return cards
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
-
-
 @pytest.fixture(scope="module")
 def service() -> Iterator[Service]:
     work = Path(tempfile.mkdtemp(prefix="calcinosis-browser-"))
     port = free_port()
     clock_file = work / "clock.txt"
     clock_file.write_text(FIXED_NOW.isoformat(), encoding="utf-8")
-    env = {name: value for name, value in os.environ.items() if not name.startswith("CDS_")}
-    env.update(CDS_ENVIRONMENT="test", CDS_AUTH_REQUIRED="false", CDS_AUDIT_KEY=AUDIT_KEY,
-               CDS_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", CDS_DATA_DIR=str(work),
-               CDS_AUDIT_DSN=f"sqlite:///{work / 'audit.sqlite3'}")
-    log_file = work / "service.log"
-    with log_file.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.browser.serve_fixed_clock", "--port", str(port), "--clock-file",
-             str(clock_file)], env=env, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT)
-    service = Service(f"http://127.0.0.1:{port}", clock_file, process, log_file)
+    env = clean_environment(
+        CDS_ENVIRONMENT="test", CDS_AUTH_REQUIRED="false", CDS_AUDIT_KEY=AUDIT_KEY,
+        CDS_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", CDS_DATA_DIR=str(work),
+        CDS_AUDIT_DSN=f"sqlite:///{work / 'audit.sqlite3'}")
+    command = [sys.executable, "-m", "tests.browser.serve_fixed_clock", "--clock-file", str(clock_file)]
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the service did not start:\n{log_file.read_text(errors='replace')[-3000:]}")
-            try:
-                if httpx.get(f"{service.base_url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        yield service
+        with running_service(env, work / "service.log", port=port, command=command, cwd=ROOT) as process:
+            yield Service(process, clock_file)
     finally:
-        _stop(process)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -69,7 +69,9 @@ def test_the_link_of_a_real_card_opens_the_page_with_its_charts_and_tables(
         "chart-ca_x_p", "chart-calcium", "chart-egfr", "chart-phosphate", "chart-pth_intact"]
     calcium = page.locator('svg[data-chart="chart-calcium"]')
     box = calcium.bounding_box()
-    assert box is not None and box["width"] > 300 and box["height"] > 100  # laid out, visible
+    assert box is not None
+    assert box["width"] > 300
+    assert box["height"] > 100
     assert calcium.locator("g.series").evaluate_all("gs => gs.map(g => [g.dataset.series, +g.dataset.points])") == [
         ["calcium_total", 5], ["calcium_corrected_computed", 3]]
     assert calcium.locator("g.series polyline").count() == 2
@@ -168,7 +170,8 @@ def test_the_knowledge_browser(service: Service, browser: Browser, artifacts: Pa
 _CARD_STYLE = f"""body {{ font: 14px/1.4 "DejaVu Sans", Arial, sans-serif; margin: 16px; color: {PALETTE['text']}; }}
 .card {{ width: 420px; border: 1px solid {PALETTE['rule']}; border-left: 6px solid {PALETTE['warning']};
   padding: 8px 12px; }} .card h2 {{ font-size: 15px; margin: 4px 0; }} .card a {{ color: {PALETTE['link']}; }}
-.source {{ color: {PALETTE['muted']}; font-size: 12px; }} ul {{ padding-left: 18px; margin: 4px 0; }} p {{ margin: 4px 0; }}"""
+.source {{ color: {PALETTE['muted']}; font-size: 12px; }} ul {{ padding-left: 18px; margin: 4px 0; }}
+p {{ margin: 4px 0; }}"""
 
 
 def test_a_card_as_an_ehr_sidebar_shows_it(service: Service, browser: Browser, artifacts: Path) -> None:

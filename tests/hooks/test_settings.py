@@ -7,7 +7,7 @@ import pytest
 from hooks.app import create_app
 from hooks.audit import AuditError
 from hooks.audit.factory import build_audit_store
-from hooks.settings import Settings
+from hooks.settings import Settings, SettingsError
 
 
 def test_production_needs_an_audit_key() -> None:
@@ -42,7 +42,7 @@ def test_production_refuses_a_non_durable_audit_store() -> None:
 def test_refuses_to_serve_unauthenticated_off_loopback() -> None:
     settings = Settings(environment="development")
     settings.check_bind("127.0.0.1")
-    with pytest.raises(SystemExit, match="not a loopback"):
+    with pytest.raises(SettingsError, match="not a loopback"):
         settings.check_bind("0.0.0.0")  # noqa: S104
 
 

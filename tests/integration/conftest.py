@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import FIXED_NOW
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -61,7 +63,8 @@ def fhir_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirSandb
         pytest.fail("no fixture bundles under tests/fixtures/fhir-data or tests/fixtures/calcinosis", pytrace=False)
     try:
         with sandbox_runner.running_sandbox(tmp_path_factory.mktemp("fhir-sandbox"), binary=binary) as sandbox:
-            loaded = loader.load_files(sandbox.base, files, token=sandbox.token)
+            # Loaded as of the tests' clock: the dates stay as the fixtures write them.
+            loaded = loader.load_files(sandbox.base, files, as_of=FIXED_NOW.date(), token=sandbox.token)
             yield FhirSandbox(base=sandbox.base, token=sandbox.token, pid=sandbox.pid, loaded=tuple(loaded))
     except sandbox_runner.SandboxError as exc:
         pytest.fail(str(exc), pytrace=False)

@@ -39,7 +39,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from tests.conftest import FIXED_NOW
+
 __all__ = [
+    "TOKEN_NOW",
     "JwksServer",
     "SigningKey",
     "bearer",
@@ -51,6 +54,9 @@ __all__ = [
 ]
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+# Tokens are issued at the tests' fixed clock (the app under test is given the same one); a test against a
+# real service process passes ``now=int(time.time())``, the clock that process reads.
+TOKEN_NOW = int(FIXED_NOW.timestamp())
 
 
 @dataclass(frozen=True)
@@ -108,10 +114,15 @@ def sign(key: SigningKey, claims: dict[str, Any], *, jku: str | None = None, **h
 
 
 def sandbox_token(
-    key: SigningKey, *, iss: str | None, aud: str | list[str] | None, jku: str | None, **claims: Any
+    key: SigningKey,
+    *,
+    iss: str | None,
+    aud: str | list[str] | None,
+    jku: str | None,
+    now: int = TOKEN_NOW,
+    **claims: Any,
 ) -> str:
-    """A token shaped like the cds-hooks sandbox's (jwt-generator.js)."""
-    now = int(time.time())
+    """A token shaped like the cds-hooks sandbox's (jwt-generator.js), issued at ``now`` (epoch seconds)."""
     payload = {"iss": iss, "aud": aud, "exp": now + 300, "iat": now, "jti": str(uuid.uuid4())}
     return sign(key, _apply(payload, claims), jku=jku)
 
@@ -123,10 +134,10 @@ def epic_token(
     aud: str | list[str] | None,
     jku: str | None,
     sub: str = "epic-client-id",
+    now: int = TOKEN_NOW,
     **claims: Any,
 ) -> str:
     """A token shaped like Epic's example: RS384, sub = client id, nbf = iat-300, 900 s lifetime."""
-    now = int(time.time())
     payload = {
         "iss": iss, "aud": aud, "exp": now + 900, "iat": now, "nbf": now - 300, "jti": str(uuid.uuid4()), "sub": sub,
     }

@@ -17,13 +17,13 @@ from typing import Any, Final
 
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
-from fhir_mappings.facts import PatientFacts
+from fhir_mappings.facts import PatientFacts, StageDiscrepancy
 from hooks.engine.assessment import Assessment, FlagHit
 from hooks.engine.cards.lines import Ledger, evidence_lines
 from hooks.engine.cards.text import Words, md_text
+from hooks.engine.cards.therapy_card import TherapyCard
 from hooks.engine.evidence import Evidence
 from hooks.engine.knowledge import FlagDefinition, Knowledge, RiskDefinition, load_knowledge
-from hooks.engine.therapy import CautionHit
 from hooks.models import SUMMARY_MAX_CHARS, Action, Card, OverrideReason, Source, Suggestion
 
 __all__ = ["EXTENSION_KEY", "MAX_DETAIL_CHARS", "MAX_DETAIL_LINES", "OVERRIDE_REASON_SYSTEM", "render_cards"]
@@ -34,7 +34,6 @@ OVERRIDE_REASON_SYSTEM = "urn:calcinosis-cds:override-reason"
 MAX_DETAIL_CHARS: Final = 600
 MAX_DETAIL_LINES: Final = 8
 _LOINC = "http://loinc.org"
-_SHOWN_OPTIONS: Final = 4
 _FACTS: Final = 4
 
 
@@ -129,7 +128,9 @@ class _Renderer:
         definition = self.definition(lead)
         lines: list[str] = []
         if isinstance(definition, FlagDefinition):
-            lines.append(self.bold("do", definition.action.get(self.w.locale)))
+            action = (definition.action if lead.action_variant is None
+                      else definition.action_variants[lead.action_variant].action)
+            lines.append(self.bold("do", action.get(self.w.locale)))
         lines += self.facts_lines(list(lead.evidence))
         lines += [self.bold("also", self.flag_summary(other)) for other in also]
         if lead.basis == "suspected":
@@ -172,7 +173,10 @@ class _Renderer:
         lines += [self.bold("also", self.flag_summary(hit)) for hit in folded]
         history = evidence_lines(self.w, a.history, self.ledger, 2)
         if history:
-            lines.append(self.bold("not_current", "; ".join(history)))
+            # Each line ends in "(not current)": a critical value outside the look-back window stays visible.
+            lines += [f"- {line}" for line in history]
+        if self.facts.ckd is not None:
+            lines += [self.bold("check", self.discrepancy(d)) for d in self.facts.ckd.superseded[:1]]
         lines += [self.bold("not_recorded", self.w.msg("unknown", u)) for u in a.unknowns
                   if self.w.has("unknown", u) and u != "medications"]
         if a.not_used:
@@ -190,6 +194,13 @@ class _Renderer:
         indicator = "warning" if a.subtype in {"metastatic", "calciphylaxis"} or critical_fold else "info"
         return self.card("subtype-assessment", summary=summary, indicator=indicator, lines=lines,
                          extension=extension, reference="reiter2011")
+
+    def discrepancy(self, d: StageDiscrepancy) -> str:
+        """A coded kidney stage the current eGFR contradicts: the staging used the eGFR (issue 10)."""
+        label = self.w.label(d.concept)
+        return self.w.msg("text", "stage_discrepancy", condition=label,
+                          coded=self.w.date(d.coded) or "?", egfr=self.w.number(d.egfr, 0),
+                          date=self.w.date(d.measured) or "?")
 
     def not_used_phrases(self) -> list[str]:
         phrases = []
@@ -241,81 +252,13 @@ class _Renderer:
         return self.card("missing-workup", summary=summary, indicator="info", lines=lines,
                          extension=extension, reference="reiter2011", suggestions=suggestions)
 
-    def option_label(self, option_id: str) -> str:
-        return self.w.msg("option_labels", option_id)
-
-    def note_for(self, option_id: str, cautions: list[CautionHit]) -> str:
-        """The one-line patient-specific note of an offered or current option: its variant, else a caution."""
-        plan = self.a.therapy
-        index = plan.variant(option_id) if plan else None
-        if index is not None:
-            variant = self.k.option(option_id).variants[index]
-            if variant.short is not None:
-                return variant.short.get(self.w.locale)
-        caution_by_id = {c.id: c for c in self.k.cautions}
-        mine = [c for c in cautions if c.option == option_id and not c.contraindicates]
-        if not mine:
-            return ""
-        first = mine[0]
-        if first.current_medication:
-            # Name the drugs themselves ("calcium carbonate since 05/01/2026"), not the rule.
-            taking = evidence_lines(self.w, [e for e in first.evidence if e.kind == "medication"], self.ledger, 2)
-            if taking:
-                return ", ".join(t[:1].lower() + t[1:] for t in taking)
-        return caution_by_id[first.caution_id].short.get(self.w.locale)
-
     def therapy_card(self) -> Card | None:
         plan = self.a.therapy
         if plan is None or not (plan.options or plan.cautions or plan.current or plan.tried):
             return None
-        cautions = list(plan.cautions)
-        lines: list[str] = []
-        for index, option_id in enumerate(plan.options[:_SHOWN_OPTIONS], start=1):
-            note = self.note_for(option_id, cautions)
-            if option_id == "observation" and not plan.indication and not note:
-                note = self.w.msg("text", "observe_reason")
-            label = self.option_label(option_id)
-            lines.append(f"{index}. {label[:1].upper() + label[1:]}" + (f" — {note}" if note else ""))
-        for use in plan.current:
-            note = self.note_for(use.option, cautions)
-            since = self.w.msg("text", "since", date=self.w.date(use.since)) if use.since else ""
-            text = " ".join(p for p in (self.w.label(use.medication), since) if p)
-            lines.append(self.bold("current", text + (f" — {note}" if note else "")))
-        if plan.tried:
-            tried = ", ".join(
-                self.w.label(u.medication) + (f" ({self.w.msg('text', 'stopped', date=self.w.date(u.stopped))})"
-                                              if u.stopped else "") for u in plan.tried)
-            lines.append(self.bold("tried", tried))
-        not_offered = list(dict.fromkeys(
-            f"{self.option_label(c.option)} ({self.w.msg('reasons', c.reason)})"
-            for c in cautions if c.contraindicates and c.option not in {u.option for u in plan.current}))
-        if not_offered:
-            lines.append(self.bold("not_offered", "; ".join(not_offered)))
-        lines += [self.bold("not_recorded", self.w.msg("unknown", u)) for u in plan.unknowns]
-        if len(plan.options) > _SHOWN_OPTIONS:
-            lines.append(f"_{self.w.msg('text', 'more_options', count=len(plan.options) - _SHOWN_OPTIONS)}_")
-        title = self.w.msg("subtype_titles", plan.subtype)
-        if plan.options and plan.options != ("observation",):
-            summary = self.w.msg("summary", "therapy", title=title, first=self.option_label(plan.options[0]))
-        elif not plan.indication:
-            summary = self.w.msg("summary", "therapy_observe", title=title)
-        else:
-            summary = self.w.msg("summary", "therapy_current", title=title)
-        extension: dict[str, Any] = {
-            "kind": "therapy-options",
-            "options": list(plan.options),
-            "cautions": [{"option": c.option, "reason": c.reason, "level": c.level} for c in cautions],
-            "indication": plan.indication,
-        }
-        if plan.current:
-            extension["current"] = [{"option": u.option, "since": u.since.date().isoformat() if u.since else None}
-                                    for u in plan.current]
-        if plan.tried:
-            extension["tried"] = [{"option": u.option, "stopped": u.stopped.date().isoformat() if u.stopped else None}
-                                  for u in plan.tried]
-        indicator = "warning" if plan.touches_current_medication else "info"
-        return self.card("therapy-options", summary=summary, indicator=indicator, lines=lines,
-                         extension=extension, reference="bienvenu2014")
+        content = TherapyCard(plan, self.k, self.w)
+        return self.card("therapy-options", summary=content.summary(), indicator=content.indicator(),
+                         lines=content.lines(), extension=content.extension(), reference="bienvenu2014")
 
 
 def _service_request(request_id: str, code: str, display: str, patient_id: str | None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pytest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from markdown_it import MarkdownIt
 
-from fhir_mappings.terminology import is_emittable
+from fhir_mappings.terminology import concept_display, concept_ids, is_emittable
 from hooks.engine.cards import EXTENSION_KEY, MAX_DETAIL_CHARS, MAX_DETAIL_LINES, render_cards
 from hooks.engine.knowledge import load_knowledge
 from hooks.engine.service import assess_resources
@@ -235,7 +235,8 @@ def test_every_summary_template_fits_under_140_characters(locale: str) -> None:
     values = {"subtype": longest, "first": longest_option, "second": longest, "title": longest_title,
               "count": "16", "names": "25-OH vitamine D, anticorps anti-centromère et 1,25-(OH)₂ vitamine D…",
               "ca_x_p": "16,11 mmol²/L² (199 mg²/dL²)", "calcium": "4,99 mmol/L (19,9 mg/dL)",
-              "phosphate": "6,45 mmol/L (19,9 mg/dL)"}
+              "phosphate": "6,45 mmol/L (19,9 mg/dL)",
+              "drug": max((concept_display(m, locale) for m in concept_ids("medication")), key=len)}
     templates = [knowledge.message("summary", key, locale) for key in knowledge.messages["summary"]]
     templates += [f.summary.get(locale) for f in knowledge.flags] + [r.summary.get(locale) for r in knowledge.risks]
     for template in templates:

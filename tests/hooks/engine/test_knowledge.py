@@ -6,12 +6,14 @@ import hashlib
 import re
 from collections.abc import Iterator
 from importlib import resources
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
+from fhir_mappings.facts import StatusValue
 from fhir_mappings.terminology import concept_groups, concept_ids, is_emittable, loinc_codes_for
-from hooks.engine.knowledge import load_knowledge
+from hooks.engine.context import AgeBand
+from hooks.engine.knowledge import SUBTYPES, load_knowledge
 from hooks.engine.predicates import KNOWN_PREDICATES
 
 K = load_knowledge()
@@ -72,6 +74,12 @@ def _predicates() -> Iterator[tuple[str, dict[str, Any]]]:
             yield option.id, option.requires
     for caution in K.cautions:
         yield caution.id, caution.when
+    for option in K.options:
+        for index, variant in enumerate(option.variants):
+            yield f"{option.id}/variant-{index}", variant.when
+    for flag in K.flags:
+        for index, action in enumerate(flag.action_variants):
+            yield f"{flag.id}/action-{index}", action.when
 
 
 def _walk(node: Any) -> Iterator[tuple[str, Any]]:
@@ -115,6 +123,17 @@ def test_every_predicate_and_every_code_it_names_exists(owner: str, predicate: d
             assert value in {r.id for r in K.rules}, owner
         elif key == "gate":
             assert value in K.gates, owner
+        elif key in {"pregnancy", "breastfeeding"}:
+            # Strings, never YAML 1.1 booleans: an unquoted `yes` once made the pregnancy cautions silent.
+            assert set(value) <= set(get_args(StatusValue)), f"{owner}: {key} {value!r}"
+        elif key == "age_band":
+            assert set(value) <= set(get_args(AgeBand)), f"{owner}: age_band {value!r}"
+        elif key in {"offered", "focus"}:
+            assert set(value) <= {o.id for o in K.options} | set(SUBTYPES), owner
+        elif key == "medication_current":
+            assert set(value) <= medications | drug_classes, owner
+        elif key == "flag":
+            assert value in {f.id for f in K.flags}, owner
 
 
 def test_rule_table_is_complete_and_cited() -> None:
@@ -174,3 +193,11 @@ def test_thresholds_match_the_brief() -> None:
         12,
     )
     assert (K.min_score, K.min_lead) == (4, 2)
+
+
+def test_yes_and_no_in_a_knowledge_file_stay_words() -> None:
+    """A clinician writing ``pregnancy: [yes]`` means the word, whatever YAML 1.1 says."""
+    from hooks.engine.knowledge import _parse
+
+    assert _parse(b"when: {pregnancy: [yes, no], on: off, flag: true}") == {
+        "when": {"pregnancy": ["yes", "no"], "on": "off", "flag": True}}

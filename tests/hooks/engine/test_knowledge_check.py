@@ -61,9 +61,9 @@ def test_loading_from_a_directory_does_not_touch_the_services_knowledge(edited: 
     ("red_flags.yaml", "ca_x_p_at_least: ca_x_p_critical", "ca_x_p_at_least: ca_x_p_critcal",
      "ERROR   red_flags.yaml high-calcium-phosphate-product: ca_x_p_at_least: 'ca_x_p_critcal' is not a threshold"
      " of ruleset.yaml"),
-    ("therapy.yaml", '{pregnancy: ["yes"]}', "{pregnancy: [yes]}",
-     "ERROR   therapy.yaml S23: pregnancy: unknown True; unquoted yes/no/on/off are YAML booleans: "
-     'write "yes"'),
+    ("therapy.yaml", "{pregnancy: [yes]}", "{pregnancy: [true]}",
+     'ERROR   therapy.yaml S23: pregnancy: unknown True; true/false are YAML booleans: write the status as a word '
+     '("yes", no)'),
     ("red_flags.yaml", "reference: consensus2023", "reference: consensus2033",
      "ERROR   red_flags.yaml suspected-calciphylaxis: reference 'consensus2033' is not in ruleset.yaml"),
     ("rules.yaml", 'basis: "seed 001"', 'basis: " "',

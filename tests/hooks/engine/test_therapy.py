@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from hooks.engine.assessment import Assessment
+from hooks.engine.cards import render_cards
 from tests.fhir_builders import condition, lab, medication, normal_chemistry, patient
 from tests.hooks.engine.conftest import run
 
@@ -154,7 +155,10 @@ def test_cinacalcet_cautions() -> None:
     assert "cinacalcet" not in options(low_ca)
 
 
-def test_indeterminate_gets_no_therapy_plan() -> None:
-    _, assessment = run(patient("p1"), condition("L94.2"))
+def test_an_unclear_subtype_gets_only_the_options_that_hold_for_every_subtype() -> None:
+    facts, assessment = run(patient("p1"), condition("L94.2"))
     assert assessment.subtype == "indeterminate"
-    assert assessment.therapy is None
+    assert assessment.therapy is not None
+    assert assessment.therapy.options == ()
+    cards = render_cards(assessment, facts, locale="en", seed="t")
+    assert "therapy-options" not in [c.extension["calcinosis-cds"]["kind"] for c in cards]
