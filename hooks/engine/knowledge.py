@@ -271,9 +271,12 @@ _KnowledgeLoader.add_implicit_resolver(
 )
 
 
-def parse_knowledge_yaml(raw: bytes) -> Any:
-    """One knowledge file as the loader reads it (also used by ``knowledge check`` to locate YAML errors)."""
+def _parse(raw: bytes) -> Any:
     return yaml.load(raw, Loader=_KnowledgeLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+# One knowledge file as the loader reads it (``knowledge check`` uses it to say which file does not parse).
+parse_knowledge_yaml = _parse
 
 
 def _read(name: str) -> bytes:
@@ -300,7 +303,7 @@ def _build(raw: Mapping[str, bytes]) -> Knowledge:
     digest = hashlib.sha256()
     for name in KNOWLEDGE_FILES:
         digest.update(name.encode() + b"\0" + raw[name] + b"\0")
-    docs = {name: parse_knowledge_yaml(raw[name]) for name in KNOWLEDGE_FILES}
+    docs = {name: _parse(raw[name]) for name in KNOWLEDGE_FILES}
     ruleset, rules, flags, workup, therapy = (
         docs["ruleset.yaml"],
         docs["rules.yaml"],
