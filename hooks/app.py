@@ -37,6 +37,7 @@ from hooks.errors import (
 )
 from hooks.metrics import CONTENT_TYPE
 from hooks.models import CdsRequest, CdsResponse, DiscoveryResponse, FeedbackRequest
+from hooks.pages.routes import install_pages
 from hooks.pipeline import audited, handle_feedback, handle_service_call, refusal_response
 from hooks.registry import ServiceRegistry
 from hooks.runtime import Clock, Runtime, RuntimeDep
@@ -110,6 +111,7 @@ def create_app(
     app.state.prepare = prepare
     _install_error_handlers(app)
     _install_routes(app)
+    install_pages(app)
     if settings.metrics_enabled:
         _install_metrics(app)
     _install_openapi(app)

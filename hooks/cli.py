@@ -2,6 +2,7 @@
 
     calcinosis-cds serve --host 127.0.0.1 --port 8080
     calcinosis-cds assess BUNDLE.json [--now 2026-11-21] [--locale fr]
+    calcinosis-cds knowledge check [DIR] [--fixtures DIR] [--now ...] [--locale en|fr|all]
     calcinosis-cds audit verify|show|export|stats ...
 """
 
@@ -107,6 +108,23 @@ def _assess(args: argparse.Namespace) -> int:
     return assess_bundle_file(args.bundle, now=args.now, locale=args.locale, out=sys.stdout)
 
 
+def _knowledge_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hooks.engine.knowledge import PACKAGE_KNOWLEDGE_DIR
+    from hooks.engine.knowledge_diff import FIXTURES_NOW, run_check
+    from hooks.engine.offline import parse_now
+
+    try:
+        now = parse_now(args.now) if args.now else FIXTURES_NOW
+    except ValueError as error:
+        print(f"error: --now: {error}", file=sys.stderr)
+        return 2
+    locales = ["en", "fr"] if args.locale == "all" else [args.locale]
+    directory = Path(args.directory) if args.directory else PACKAGE_KNOWLEDGE_DIR
+    return run_check(directory, Path(args.fixtures), now, locales, sys.stdout)
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -129,6 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     assess.add_argument("--now", help="evaluation date (ISO 8601); default: now")
     assess.add_argument("--locale", choices=["en", "fr"], default="en")
     assess.set_defaults(func=_assess)
+
+    knowledge = commands.add_parser("knowledge", help="the clinical knowledge files")
+    knowledge_verbs = knowledge.add_subparsers(dest="knowledge_command", required=True)
+    check = knowledge_verbs.add_parser(
+        "check", help="validate an edited knowledge directory and show what it does to the fixture patients' cards")
+    check.add_argument("directory", nargs="?",
+                       help="an edited copy of hooks/engine/knowledge (default: the shipped one)")
+    check.add_argument("--fixtures", default="tests/fixtures/calcinosis",
+                       help="FHIR Bundles of the patients to compare (default: %(default)s)")
+    check.add_argument("--now", help="evaluation instant (ISO 8601); default: 2026-11-21T09:00Z, the fixtures' date")
+    check.add_argument("--locale", choices=["en", "fr", "all"], default="en")
+    check.set_defaults(func=_knowledge_check)
 
     try:
         from hooks.audit.cli import add_audit_commands

@@ -34,6 +34,7 @@ from hooks.errors import (
 )
 from hooks.models import CdsRequest, FeedbackItem, FeedbackRequest, context_model_for
 from hooks.offload import run_off_loop
+from hooks.pages.links import audited_cards, with_links
 from hooks.registry import HookCall
 from hooks.runtime import Runtime
 from hooks.web import describe_validation, endpoint_url, error_response, json_response, preferred_locale, read_json_body
@@ -115,7 +116,11 @@ async def _service_call(
         payload = outcome.response.to_json()
         for card in payload["cards"]:
             runtime.metrics.card_shown(card)
-        record.cards = payload["cards"]
+        # Issue 12: every card links to its full assessment (a signed, short-lived link) and its guideline;
+        # the audit record keeps the links without the token and the assessment the page is rendered from.
+        payload["cards"] = with_links(payload["cards"], record, settings, runtime.clock())
+        record.cards = audited_cards(payload["cards"], settings)
+        record.assessment = outcome.snapshot
         record.rules_fired = outcome.rules_fired
         record.facts_used = outcome.facts_used
         record.ruleset_version = outcome.ruleset_version

@@ -6,6 +6,8 @@ and the service refuses to start with authentication off on a non-loopback addre
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +20,8 @@ __all__ = ["Settings", "SettingsError", "get_settings", "is_loopback_host"]
 
 # The development audit key is public on purpose: development mode is loud about it and refuses non-loopback.
 DEVELOPMENT_AUDIT_KEY = "development-only-audit-key-not-secret"
+# Domain separation: the assessment-link key is HMAC(secret, label), so it differs from the audit chain key.
+_LINK_KEY_LABEL = b"calcinosis-cds/assessment-link/v1"
 
 
 def is_loopback_host(host: str) -> bool:
@@ -112,6 +116,16 @@ class Settings(BaseSettings):
     chemistry_lookback_days: int = Field(default=90, ge=1)
     serology_lookback_days: int = Field(default=365, ge=1)
 
+    # --- assessment page and knowledge browser (issue 12, docs/pages.md) ---
+    # Every card links to GET /assessment/{hookInstance}?token=...: a signed token bound to the call, its
+    # patient and its caller, valid this long. The page is the full assessment read back from the audit trail.
+    assessment_link_ttl_s: int = Field(default=1800, ge=60, le=86400)
+    # The key the links are signed with. Unset: derived from CDS_AUDIT_KEY (HMAC under a fixed label), so a
+    # link never reveals the audit key and no new secret is needed; set it to rotate links on their own.
+    assessment_link_key: SecretStr | None = None
+    # GET /knowledge: the knowledge files for the clinicians who maintain them (no PHI; on by default).
+    knowledge_page: bool = True
+
     @field_validator("cors_origins", "fhir_allowed_bases", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
@@ -165,6 +179,13 @@ class Settings(BaseSettings):
                 "CDS_CORS_ORIGINS='*' is refused in production: list the browser clients' origins, "
                 "e.g. CDS_CORS_ORIGINS=https://sandbox.cds-hooks.org"
             )
+
+    def assessment_link_signing_key(self) -> bytes:
+        """32 bytes for HS256, never the configured secret itself (one key per purpose)."""
+        secret = self.assessment_link_key or self.audit_key
+        if secret is None:  # not reachable: the validator always sets audit_key
+            raise ValueError("CDS_AUDIT_KEY is not set")
+        return hmac.new(secret.get_secret_value().encode("utf-8"), _LINK_KEY_LABEL, hashlib.sha256).digest()
 
     @property
     def is_development(self) -> bool:

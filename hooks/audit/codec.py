@@ -146,8 +146,9 @@ def feedback_row(record: FeedbackRecord, link: FeedbackLink, patient_ref: str | 
     )
 
 
-def access_row(record_id: str, at: datetime, document: dict[str, Any], patient_ref: str | None) -> dict[str, Any]:
-    return _row("access", record_id, at, document, patient_ref=patient_ref)
+def access_row(record_id: str, at: datetime, document: dict[str, Any], patient_ref: str | None,
+               hook_instance: str | None = None) -> dict[str, Any]:
+    return _row("access", record_id, at, document, patient_ref=patient_ref, hook_instance=hook_instance)
 
 
 def _document(document: str | dict[str, Any]) -> dict[str, Any]:

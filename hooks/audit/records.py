@@ -74,6 +74,9 @@ class HookCallRecord:
     code_version: str | None = None
     locale: str | None = None
     cards: list[dict[str, Any]] = field(default_factory=list)
+    # The full assessment behind the cards (``hooks.engine.snapshot``), hashed with the rest of the record:
+    # the assessment page renders this, never a recomputation (issue 12).
+    assessment: dict[str, Any] | None = None
     http_status: int = 200
     # For failed calls: the reason class only (e.g. "unauthorized", "data-unobtainable"), never content.
     reason_class: str | None = None

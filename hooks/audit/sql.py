@@ -11,6 +11,7 @@ checks around each append live in ``hooks.audit.integrity``.
 from __future__ import annotations
 
 import getpass
+import hmac
 import socket
 import uuid
 from abc import abstractmethod
@@ -20,11 +21,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hooks.audit.chain import ROW_COLUMNS, ChainVerdict, Checkpoint, verify_rows
+from hooks.audit.chain import GENESIS, ROW_COLUMNS, ChainVerdict, Checkpoint, chain_hash, verify_rows
 from hooks.audit.codec import (
     FeedbackLink,
     RowKind,
     access_row,
+    call_from_document,
     call_row,
     column_text,
     feedback_row,
@@ -42,7 +44,7 @@ from hooks.audit.schema import (
     read_checkpoint_file,
     within,
 )
-from hooks.audit.store import AuditError, FeedbackResult
+from hooks.audit.store import AuditError, AuditIntegrityError, FeedbackResult
 
 __all__ = ["AuditLog", "StoredRow"]
 
@@ -220,7 +222,8 @@ class AuditLog(ChainIntegrity):
         }
         with self._chain_write():
             document.update(self._session_identity())
-            return self._append(access_row(record_id, now, document, filters.get("patient")))
+            return self._append(access_row(record_id, now, document, filters.get("patient"),
+                                           filters.get("hook_instance")))
 
     def remember_jti(self, iss: str, jti: str, expires_at: datetime) -> bool:
         # The injected clock, like every other time this log writes: purging follows the same "now".
@@ -282,6 +285,25 @@ class AuditLog(ChainIntegrity):
             if len(page) < PAGE:
                 return
             after = int(page[-1][0])
+
+    def find_calls(self, hook_instance: str, received_at: datetime) -> list[HookCallRecord]:
+        """The call records of ``hook_instance`` received at ``received_at``, read back for the assessment page.
+
+        Each row's link is checked before it is returned (HMAC over the previous hash and the row, as
+        ``verify`` does): a record edited in the database raises ``AuditIntegrityError`` and is never shown."""
+        wanted = utc_iso(received_at)
+        found = []
+        for row in self.rows(kinds=["call"], hook_instance=hook_instance):
+            if row["occurred_at"] != wanted:
+                continue
+            seq = int(row["seq"])
+            previous = self.hash_at(seq - 1) if seq > 1 else GENESIS.hex()
+            computed = chain_hash(self._key, bytes.fromhex(previous), row).hex() if previous else ""
+            if not hmac.compare_digest(computed, str(row["hash"])):
+                raise AuditIntegrityError(f"the audit record at seq {seq} does not verify against the chain")
+            with self._guard("read"):
+                found.append(call_from_document(row["document"]))
+        return found
 
     def seq_span(self, since: datetime | None, until: datetime | None) -> tuple[int, int] | None:
         """First and last ``seq`` recorded in a period. Rows commit in ``seq`` order but carry the time the

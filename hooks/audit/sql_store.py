@@ -157,6 +157,12 @@ class SqlAuditStore:
     async def remember_jti(self, iss: str, jti: str, expires_at: datetime) -> bool:
         return await self._run(self.log.remember_jti, iss, jti, expires_at)
 
+    async def find_calls(self, hook_instance: str, received_at: datetime) -> list[HookCallRecord]:
+        return await self._run(self.log.find_calls, hook_instance, received_at)
+
+    async def append_access(self, action: str, details: dict[str, Any]) -> None:
+        await self._run(self.log.append_access, action, details)
+
     async def verify(self) -> ChainVerdict:
         # An auditor's walk of the whole chain, not a request path: no per-call budget.
         return await self._run(self.log.verify, budget_s=24 * 3600.0)

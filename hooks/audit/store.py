@@ -9,15 +9,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from hooks.audit.records import FeedbackRecord, HookCallRecord
 
-__all__ = ["AuditError", "AuditStore", "FeedbackResult", "MemoryAuditStore"]
+__all__ = ["AuditError", "AuditIntegrityError", "AuditStore", "FeedbackResult", "MemoryAuditStore"]
 
 
 class AuditError(Exception):
     """The store could not durably record something; the caller must not send the response."""
+
+
+class AuditIntegrityError(AuditError):
+    """A stored record does not verify against the chain (edited, or another key): it is never shown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +48,15 @@ class AuditStore(Protocol):
     async def remember_jti(self, iss: str, jti: str, expires_at: datetime) -> bool:
         """Store a JWT id; False when (iss, jti) was already seen and has not expired (a replay)."""
 
+    async def find_calls(self, hook_instance: str, received_at: datetime) -> list[HookCallRecord]:
+        """The call records of this hook instance received at this instant (several callers may reuse one
+        hookInstance), each chain link checked (``AuditIntegrityError`` if one does not verify). For the
+        assessment page, which keeps the one its link is bound to."""
+
+    async def append_access(self, action: str, details: dict[str, Any]) -> None:
+        """Record a read of PHI (the assessment page) before anything is shown; raise AuditError on failure.
+        ``details`` may name ``patient`` and ``hook_instance`` (indexed) and never holds a token."""
+
 
 class MemoryAuditStore:
     """In-process store for unit tests of the web layer. Not durable: never used by ``make run``."""
@@ -53,6 +66,7 @@ class MemoryAuditStore:
         self.feedback: list[FeedbackRecord] = []
         self._feedback_keys: set[tuple[str | None, str | None, str]] = set()
         self._jtis: dict[tuple[str, str], datetime] = {}
+        self.accesses: list[tuple[str, dict[str, Any]]] = []
         self.fail_appends = False
 
     async def open(self) -> None:
@@ -88,3 +102,11 @@ class MemoryAuditStore:
             return False
         self._jtis[(iss, jti)] = expires_at
         return True
+
+    async def find_calls(self, hook_instance: str, received_at: datetime) -> list[HookCallRecord]:
+        return [c for c in self.calls if c.hook_instance == hook_instance and c.received_at == received_at]
+
+    async def append_access(self, action: str, details: dict[str, Any]) -> None:
+        if self.fail_appends:
+            raise AuditError("memory store set to fail")
+        self.accesses.append((action, dict(details)))

@@ -14,12 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
+    "KNOWLEDGE_FILES",
+    "PACKAGE_KNOWLEDGE_DIR",
     "Caution",
     "FlagDefinition",
     "Knowledge",
@@ -30,10 +33,14 @@ __all__ = [
     "TherapyOption",
     "WorkupItem",
     "load_knowledge",
+    "load_knowledge_from",
+    "parse_knowledge_yaml",
 ]
 
 SUBTYPES = ("dystrophic", "metastatic", "idiopathic", "iatrogenic", "calciphylaxis")
-_FILES = ("ruleset.yaml", "rules.yaml", "red_flags.yaml", "workup.yaml", "therapy.yaml", "messages.yaml")
+# Where the service's own knowledge files live (copy it to edit, then ``calcinosis-cds knowledge check``).
+PACKAGE_KNOWLEDGE_DIR = Path(__file__).parent / "knowledge"
+KNOWLEDGE_FILES = ("ruleset.yaml", "rules.yaml", "red_flags.yaml", "workup.yaml", "therapy.yaml", "messages.yaml")
 
 
 class _Strict(BaseModel):
@@ -268,17 +275,35 @@ def _parse(raw: bytes) -> Any:
     return yaml.load(raw, Loader=_KnowledgeLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+# One knowledge file as the loader reads it (``knowledge check`` uses it to say which file does not parse).
+parse_knowledge_yaml = _parse
+
+
 def _read(name: str) -> bytes:
     return resources.files("hooks.engine").joinpath("knowledge", name).read_bytes()
 
 
 @lru_cache(maxsize=1)
 def load_knowledge() -> Knowledge:
-    raw = {name: _read(name) for name in _FILES}
+    """The knowledge the service runs on: the package's own files, read and validated once."""
+    return _build({name: _read(name) for name in KNOWLEDGE_FILES})
+
+
+def load_knowledge_from(directory: Path) -> Knowledge:
+    """An edited copy of the knowledge directory, read afresh (``calcinosis-cds knowledge check``).
+
+    Not cached, and never seen by the service: ``load_knowledge`` keeps reading the package files. Raises
+    ``OSError`` for a missing file and ``ValueError`` (pydantic's ``ValidationError`` included) for content
+    that does not load.
+    """
+    return _build({name: (directory / name).read_bytes() for name in KNOWLEDGE_FILES})
+
+
+def _build(raw: Mapping[str, bytes]) -> Knowledge:
     digest = hashlib.sha256()
-    for name in _FILES:
+    for name in KNOWLEDGE_FILES:
         digest.update(name.encode() + b"\0" + raw[name] + b"\0")
-    docs = {name: _parse(raw[name]) for name in _FILES}
+    docs = {name: _parse(raw[name]) for name in KNOWLEDGE_FILES}
     ruleset, rules, flags, workup, therapy = (
         docs["ruleset.yaml"],
         docs["rules.yaml"],

@@ -18,10 +18,12 @@ from hooks.engine.assessment import Assessment
 from hooks.engine.evidence import Evidence
 from hooks.engine.knowledge import Knowledge, load_knowledge
 
-__all__ = ["SNAPSHOT_VERSION", "assessment_snapshot"]
+__all__ = ["MAX_SERIES_POINTS", "SNAPSHOT_VERSION", "assessment_snapshot"]
 
 SNAPSHOT_VERSION = 1
 _SERIES = ("calcium_total", "calcium_corrected", "phosphate", "pth_intact", "egfr")
+# The record is kept for years: a series keeps its newest points only (a long dialysis history has thousands).
+MAX_SERIES_POINTS = 400
 # Ca x P pairs draws within 7 days (brief §5d); albumin pairs within 48 h (brief §4b, rule C2).
 _PAIRING_HOURS = 168.0
 _ALBUMIN_HOURS = 48.0
@@ -49,12 +51,21 @@ def _point(value: LabValue) -> dict[str, Any]:
     return point
 
 
+def _bounded(series: dict[str, Any]) -> dict[str, Any]:
+    """Oldest first, at most ``MAX_SERIES_POINTS`` (the newest); ``omitted`` says how many older were left out."""
+    points = series["points"]
+    if len(points) > MAX_SERIES_POINTS:
+        series["omitted"] = len(points) - MAX_SERIES_POINTS
+        series["points"] = points[-MAX_SERIES_POINTS:]
+    return series
+
+
 def _series(facts: PatientFacts, knowledge: Knowledge) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for analyte in _SERIES:
         history = [v for v in (facts.labs[analyte].history if analyte in facts.labs else ()) if v.value is not None]
         if history:
-            found[analyte] = {"unit": history[0].unit, "points": [_point(v) for v in reversed(history)]}
+            found[analyte] = _bounded({"unit": history[0].unit, "points": [_point(v) for v in reversed(history)]})
     calcium = [v for v in (facts.labs["calcium_total"].history if "calcium_total" in facts.labs else ())
                if v.value is not None and v.effective is not None]
     albumin = facts.labs["albumin"].history if "albumin" in facts.labs else ()
@@ -74,9 +85,9 @@ def _series(facts: PatientFacts, knowledge: Knowledge) -> dict[str, Any]:
             products.append({"at": product.effective.isoformat() if product.effective else None,
                              "value": round(product.value, 2)})
     if corrected:
-        found["calcium_corrected_computed"] = {"unit": "mg/dL", "points": corrected}
+        found["calcium_corrected_computed"] = _bounded({"unit": "mg/dL", "points": corrected})
     if products:
-        found["ca_x_p"] = {"unit": "mg2/dL2", "points": products}
+        found["ca_x_p"] = _bounded({"unit": "mg2/dL2", "points": products})
     for analyte, names in _THRESHOLDS.items():
         if analyte in found:
             found[analyte]["thresholds"] = {name: knowledge.threshold(name) for name in names}
@@ -111,6 +122,7 @@ def assessment_snapshot(assessment: Assessment, facts: PatientFacts,
                                              "discrepancies": list(ckd.discrepancies)},
         },
         "subtype": a.subtype,
+        "suggestion": {"minScore": knowledge.min_score, "minLead": knowledge.min_lead},
         "differential": [{"subtype": s, "score": score} for s, score in a.differential],
         "calcinosis": _evidence(a.calcinosis),
         "rules": [{"id": h.rule.id, "finding": h.rule.finding.model_dump(), "points": h.rule.points,

@@ -289,7 +289,14 @@ async def test_every_call_is_audited_with_what_was_shown(
     call, failure = memory_store.calls
     assert call.hook_instance == body["hookInstance"]
     assert call.patient_ref == f"Patient/{pid}"
-    assert call.cards == ok.json()["cards"]
+    # What was shown, exactly, but for the assessment links' token (a credential: never in the audit trail).
+    sent = ok.json()["cards"]
+    assert call.cards == [{**card, "links": [{**link, "url": re.sub(r"&token=[^&]+", "", link["url"])}
+                                             for link in card["links"]]} for card in sent]
+    assert all("token=" in card["links"][0]["url"] for card in sent)
+    assert "token=" not in str(call.cards)
+    assert call.assessment is not None
+    assert call.assessment["subtype"] == "calciphylaxis"
     assert "R39" in call.rules_fired
     assert "flag:suspected-calciphylaxis" in call.rules_fired
     assert call.ruleset_version

@@ -114,11 +114,13 @@ def test_selectors_select_the_pods() -> None:
 def test_the_ingress_exposes_only_the_cds_hooks_paths_over_tls() -> None:
     ingress = _load("ingress.yaml")["spec"]
     (rule,) = ingress["rules"]
-    assert [(p["path"], p["pathType"]) for p in rule["http"]["paths"]] == [("/cds-services", "Prefix")]
+    # The CDS Hooks endpoints, and the assessment page every card links to (issue 12); nothing else.
+    assert [(p["path"], p["pathType"]) for p in rule["http"]["paths"]] == [("/cds-services", "Prefix"),
+                                                                           ("/assessment/", "Prefix")]
     assert ingress["tls"][0]["hosts"] == [rule["host"]]
     assert _load("configmap.yaml")["data"]["CDS_PUBLIC_BASE_URL"] == f"https://{rule['host']}"
-    backend = rule["http"]["paths"][0]["backend"]["service"]
-    assert backend["name"] == _load("service.yaml")["metadata"]["name"]
+    for path in rule["http"]["paths"]:
+        assert path["backend"]["service"]["name"] == _load("service.yaml")["metadata"]["name"]
 
 
 def test_the_configuration_is_what_production_accepts() -> None:

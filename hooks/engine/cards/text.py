@@ -112,6 +112,16 @@ class Words:
     def _unit_text(self, unit: str) -> str:
         return unit.replace("1.73", "1,73") if self.fr else unit
 
+    def display_unit(self, analyte: str) -> tuple[str, float, int] | None:
+        """The unit this locale shows first for an analyte (SI in French when there is one), with the factor
+        from the canonical unit and the decimals kept: the axis of the assessment page's charts."""
+        family = _FAMILY.get(analyte)
+        spec = self.knowledge.messages["units"].get(family) if family else None
+        if spec is None:
+            return None
+        unit, factor, decimals = spec["si"] if self.fr and "si" in spec else spec["conventional"]
+        return self._unit_text(str(unit)), float(factor), int(decimals)
+
     def quantity(self, analyte: str, value: float, sent_unit: str | None = None) -> str:
         """"2,70 mmol/L (10,8 mg/dL)" in French or for an SI lab; "10.8 mg/dL (2.70 mmol/L)" otherwise."""
         family = _FAMILY.get(analyte)
