@@ -631,3 +631,14 @@ def test_teriparatide_with_primary_hyperparathyroidism_warns() -> None:
     facts, assessment = assess(resources, pid)
     assert ("review-teriparatide", "teriparatide-hypercalcaemic-disorder") in cautions(assessment)
     assert the(cards_of(facts, assessment, "en"), "therapy-options").indicator == "warning"
+
+
+@pytest.mark.parametrize(("locale", "note"), [("en", "breastfeeding: not checked by this service"),
+                                              ("fr", "allaitement\u00a0: non vérifié par ce service")])
+def test_a_breastfeeding_woman_is_told_which_drugs_were_not_checked(locale: str, note: str) -> None:
+    resources = ssc_with_painful_nodules("1990-01-01", "female", condition(None, text="Allaitement maternel"))
+    facts, assessment = assess(resources, "p1")
+    assert facts.breastfeeding.status == "yes"
+    assert ("calcium-channel-blocker", "breastfeeding-not-checked") in cautions(assessment)
+    detail = the(cards_of(facts, assessment, locale), "therapy-options").detail or ""
+    assert note in next(line for line in detail.splitlines() if "Diltiazem" in line)
