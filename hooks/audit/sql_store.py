@@ -200,6 +200,9 @@ class SqlAuditStore:
                                               admitted=True)
                 except AuditError as error:
                     results = [error] * len(batch)
+                except Exception as error:  # a bug must not leave the batch's callers waiting out their budget
+                    log.error("audit batch failed: %s", type(error).__name__)
+                    results = [AuditError(f"audit append failed: {type(error).__name__}")] * len(batch)
                 for entry, result in zip(batch, results, strict=True):
                     if entry.done.done():
                         continue
