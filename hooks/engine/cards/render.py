@@ -18,7 +18,6 @@ from functools import lru_cache
 from typing import Any, Final
 
 import orjson
-
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from fhir_mappings.facts import PatientFacts, StageDiscrepancy
