@@ -15,7 +15,10 @@ English and French, 24 of them with a text that names a candidate term, read
   (d) with the texts, per-text cache cleared before each run (cold: every text is new), and
   (e) with the texts again (cached: problem lists repeat from one chart opening to the next).
 
-A third table times the whole assessment of 100, 1,000 and 10,000 Observations and prints the cost per\nadded Observation between sizes, and its ratio (issue 14: within 1.3× of linear).\n\nBounded: at most about 110 s in total. Run: ``.venv/bin/python bench/bench_facts.py``.
+A first table times the whole assessment of 100, 1,000 and 10,000 Observations and prints the cost per
+added Observation between sizes, and its ratio (issue 14: within 1.3× of linear).
+
+Bounded: at most about 110 s in total. Run: ``.venv/bin/python bench/bench_facts.py``.
 """
 
 from __future__ import annotations

@@ -60,6 +60,11 @@ def _encoded_call(record: HookCallRecord) -> tuple[StoredRow, list[str | None]]:
     return call_row(record), list(card_uuids)
 
 
+def _card_index_rows(row: StoredRow, seq: int, card_uuids: list[str | None]) -> list[tuple[Any, ...]]:
+    return [(card_uuid, seq, row["hook_instance"], row["service_id"], row["patient_ref"], row["iss"], row["tenant"])
+            for card_uuid in card_uuids]
+
+
 class AuditLog(ChainIntegrity):
     """One audit database. Not thread-safe: one thread at a time (``SqlAuditStore`` guarantees it)."""
 
@@ -189,18 +194,21 @@ class AuditLog(ChainIntegrity):
                 results.append(error)
         if encoded:
             with self._chain_write():
+                # Fewer round trips (PostgreSQL): the links are computed in order, then every audit_log row is
+                # sent in one statement and every card_index row in another, inside the same transaction.
+                index_rows: list[tuple[Any, ...]] = []
                 for index, row, card_uuids in encoded:
-                    results[index] = self._insert_call(row, card_uuids)
+                    results[index] = seq = self._append(row, defer=True)
+                    index_rows.extend(_card_index_rows(row, seq, card_uuids))
+                self._insert_deferred()
+                if index_rows:
+                    self._execute_many(CARD_INDEX_INSERT, index_rows)
         return results
 
     def _insert_call(self, row: StoredRow, card_uuids: list[str | None]) -> int:
         seq = self._append(row)
-        for card_uuid in card_uuids:
-            self._execute(
-                CARD_INDEX_INSERT,
-                (card_uuid, seq, row["hook_instance"], row["service_id"], row["patient_ref"], row["iss"],
-                 row["tenant"]),
-            )
+        for params in _card_index_rows(row, seq, card_uuids):
+            self._execute(CARD_INDEX_INSERT, params)
         return seq
 
     def _link(self, record: FeedbackRecord) -> tuple[FeedbackLink, str | None]:
