@@ -115,7 +115,11 @@ def floor_server(workdir: Path) -> Server:
     port = free_port()
     server = Server([sys.executable, str(ROOT / "bench" / "floor_server.py"), str(port)], {}, port,
                     workdir / "floor.log")
-    server.wait_ready()
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
     return server
 
 
@@ -134,7 +138,11 @@ def service_server(workdir: Path, env: Mapping[str, str], name: str) -> Server:
     values = {key: value.replace("{port}", str(port)) for key, value in values.items()}
     server = Server([str(VENV_BIN / "calcinosis-cds"), "serve", "--host", "127.0.0.1", "--port", str(port)],
                     values, port, workdir / f"service-{name}.log")
-    server.wait_ready()
+    try:
+        server.wait_ready()
+    except BaseException:  # interrupted or failed start: never leave the process behind
+        server.stop()
+        raise
     return server
 
 
