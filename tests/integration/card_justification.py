@@ -257,6 +257,12 @@ class InputRecord:
         return any({str(c.get("code")) for c in _codings(r.get("code"))} & wanted or pattern.search(_text_of(r))
                    for r in sources)
 
+    def calciphylaxis_on_record(self) -> bool:
+        """Coded calciphylaxis, or a condition or result whose text names it (E83.59 "Calciphylaxis")."""
+        pattern = re.compile(r"calciphyla", re.IGNORECASE)
+        return self.has_condition(("calciphylaxis",)) or any(
+            pattern.search(_text_of(r)) for r in [*self._asserted_conditions(), *self.observations])
+
     def skin_lesion(self) -> bool:
         """An asserted ulcer, necrosis, purpura or livedo finding that names or codes the skin."""
         skin_codes = _codes(("skin_ulcer", "necrosis", "purpura", "livedo", "livedoid_vasculitis", "calciphylaxis"))
@@ -331,7 +337,7 @@ _JUSTIFICATIONS: dict[str, tuple[str, Callable[[InputRecord], bool]]] = {
     "suspected-calciphylaxis": ("kidney failure evidence and a skin ulcer, necrosis or purpura finding",
                                 lambda r: r.severe_renal() and r.skin_lesion()),
     "untreated-calciphylaxis": ("calciphylaxis on record and no thiosulfate or cinacalcet order in 30 days",
-                                lambda r: r.has_condition(("calciphylaxis",))
+                                lambda r: r.calciphylaxis_on_record()
                                 and not r.medication(("sodium_thiosulfate", "cinacalcet"), 30)),
     "possible-non-uremic-calciphylaxis": ("a skin necrosis or purpura finding and warfarin within a year",
                                           lambda r: r.skin_lesion() and r.medication(("warfarin",), 365)),
