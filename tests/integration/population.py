@@ -17,6 +17,8 @@ Two sources, both Apache-2.0 generators on PyPI (provenance and commands in
   date (2026-11-01), and a chart's labs are yearly or sparser, so each patient is moved (every date
   element, ``deploy/load_fixtures.shift_dates``) so that its newest laboratory result lies a patient-specific
   1-150 days before the clock: about half have current chemistry, the rest only history.
+* the five bundles of ``tests/fixtures/fhir-data`` made with the same two packages (their README), moved the
+  same way.
 
 Every bundle is rewritten to ``PUT Type/id`` form (``deploy/load_fixtures.rewrite_to_put``: ids from the
 ``urn:uuid`` fullUrls, references to match) and turned into the prefetch an EHR would send for the service's
@@ -115,7 +117,7 @@ def _carebundle(start: int) -> Iterator[PopulationPatient]:
         bundles = generate_cohort(count=cohort.count, seed=cohort.seed, prevalence=cohort.prevalence,
                                   sex="mixed", age_range=(18, 90), reference_date=visit, panels=_PANELS)
         for index, generated in enumerate(bundles):
-            bundle = json.loads(to_json(generated))
+            bundle = json.loads(to_json(generated, indent=None))
             defects: tuple[str, ...] = ()
             if cohort.imperfect:
                 rates = Imperfection(missing_field=0.1, duplicate_entry=0.05, out_of_order_timestamp=0.1,
@@ -136,20 +138,34 @@ def _newest_lab(bundle: dict[str, Any]) -> date | None:
     return max(dates) if dates else None
 
 
-def _pysynthea(start: int, path: Path = PYSYNTHEA_FILE) -> Iterator[PopulationPatient]:
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        lines = [line for line in handle if line.strip()]
-    for index, line in enumerate(lines):
-        bundle = json.loads(line)
+def _moved(bundles: list[dict[str, Any]], source: str, start: int) -> Iterator[PopulationPatient]:
+    for index, bundle in enumerate(bundles):
         newest = _newest_lab(bundle)
         # Newest lab 1-150 days before the clock, spread deterministically across the population.
         target = FIXED_NOW.date() - timedelta(days=1 + (index * 37) % 150)
         shifted = loader.shift_dates(bundle, (target - newest).days) if newest else bundle
         patient_id, request = _request(shifted, start + index)
-        yield PopulationPatient("pysynthea", patient_id, request)
+        yield PopulationPatient(source, patient_id, request)
+
+
+def _pysynthea(start: int, path: Path = PYSYNTHEA_FILE) -> Iterator[PopulationPatient]:
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        bundles = [json.loads(line) for line in handle if line.strip()]
+    yield from _moved(bundles, "pysynthea", start)
+
+
+def _shared_fhir_data(start: int) -> Iterator[PopulationPatient]:
+    """The five bundles of tests/fixtures/fhir-data made with the same two packages, moved the same way."""
+    for folder, source in (("pysynthea-generated", "pysynthea: fhir-data"), ("carebundle-generated",
+                                                                             "carebundle: fhir-data")):
+        paths = sorted((FIXTURES / "fhir-data" / folder).glob("*.json"))
+        bundles = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+        yield from _moved(bundles, source, start)
+        start += len(bundles)
 
 
 def population() -> list[PopulationPatient]:
     patients = list(_carebundle(start=0))
     patients += list(_pysynthea(start=len(patients)))
+    patients += list(_shared_fhir_data(start=len(patients)))
     return patients

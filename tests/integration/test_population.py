@@ -130,9 +130,10 @@ def test_summary(run: Run, capsys: pytest.CaptureFixture[str]) -> None:
     )
     cards = Counter(_kind(c) for a in run.answers for c in a.cards)
     statuses = Counter(a.status for a in run.answers)
+    sources = Counter(a.patient.source.split(":")[0] for a in run.answers)
     lines = [
         f"population: {len(run.answers)} patients "
-        f"({Counter(a.patient.source.split(':')[0] for a in run.answers)}), statuses {dict(statuses)}",
+        f"({', '.join(f'{name} {count}' for name, count in sources.items())}), statuses {dict(statuses)}",
         f"resources sent: {sum(resources.values())} {dict(resources)}",
         f"cards: {sum(cards.values())} {dict(sorted(cards.items()))}",
         f"time: build {run.seconds['build']:.1f} s, {len(run.answers)} calls {run.seconds['calls']:.1f} s",
