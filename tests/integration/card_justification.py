@@ -274,14 +274,19 @@ class InputRecord:
                 return True
         return False
 
-    def medication(self, concepts: tuple[str, ...], days: int, *, group: bool = False) -> bool:
+    def medication(self, concepts: tuple[str, ...], days: int, *, group: bool = False,
+                   current_only: bool = False) -> bool:
+        """An order for one of these drugs: active or on hold, or (unless ``current_only``) written within
+        ``days``. A flag that needs a drug uses the wide reading, a flag that needs its absence the narrow one,
+        so that the checker never calls a card unjustified on a reading the service may not share."""
         codes, names = _codes(concepts, group=group), _names(concepts, group=group)
         since = self.now - timedelta(days=days)
         for request in self.medications:
             if request.get("resourceType") != "MedicationRequest" or request.get("status") in {"entered-in-error"}:
                 continue
             authored = _parse_time(request.get("authoredOn"))
-            if request.get("status") not in {"active", "on-hold"} and (authored is None or authored < since):
+            current = request.get("status") in {"active", "on-hold"}
+            if not current and (current_only or authored is None or authored < since):
                 continue
             medication = request.get("medicationCodeableConcept") or {}
             text = _text_of(request).lower()
@@ -338,7 +343,7 @@ _JUSTIFICATIONS: dict[str, tuple[str, Callable[[InputRecord], bool]]] = {
                                 lambda r: r.severe_renal() and r.skin_lesion()),
     "untreated-calciphylaxis": ("calciphylaxis on record and no thiosulfate or cinacalcet order in 30 days",
                                 lambda r: r.calciphylaxis_on_record()
-                                and not r.medication(("sodium_thiosulfate", "cinacalcet"), 30)),
+                                and not r.medication(("sodium_thiosulfate", "cinacalcet"), 30, current_only=True)),
     "possible-non-uremic-calciphylaxis": ("a skin necrosis or purpura finding and warfarin within a year",
                                           lambda r: r.skin_lesion() and r.medication(("warfarin",), 365)),
     "neonatal-ceftriaxone-calcium": ("age <= 28 days with ceftriaxone and IV calcium",

@@ -16,7 +16,7 @@ Two sources, both Apache-2.0 generators on PyPI (provenance and commands in
   ``tests/fixtures/pysynthea-population/patients.ndjson.gz``. PySynthea writes dates up to its reference
   date (2026-11-01), and a chart's labs are yearly or sparser, so each patient is moved (every date
   element, ``deploy/load_fixtures.shift_dates``) so that its newest laboratory result lies a patient-specific
-  1-150 days before the clock: about half have current chemistry, the rest only history.
+  1-150 days before the clock: some have current results, the rest only history.
 * the five bundles of ``tests/fixtures/fhir-data`` made with the same two packages (their README), moved the
   same way.
 

@@ -1,14 +1,14 @@
-"""Population test (issue 11): 554 synthetic patients from PyPI packages through the real service.
+"""Population test (issue 11): 559 synthetic patients from PyPI packages through the real service.
 
 Each patient of ``tests/integration/population.py`` (480 carebundle patients generated from fixed seeds,
-74 trimmed PySynthea charts) becomes a patient-view call with its full prefetch, sent to the FastAPI app
+74 trimmed PySynthea charts, the 5 PyPI-generated bundles of ``tests/fixtures/fhir-data``) becomes a patient-view call with its full prefetch, sent to the FastAPI app
 in-process (httpx ASGI transport, the app's lifespan, an in-memory audit store, the tests' fixed clock).
 The answers must hold no server error, and every card must be justified by a current value in that
 patient's own input, as ``tests/integration/card_justification.py`` re-reads it from the raw resources;
 no card for a deceased patient; every summary under 140 characters.
 
-Bounded: one pass over a fixed population (count fixed by the seeds and the fixture), about 20 s on an
-idle 2-core machine, within the suite's per-test timeout.
+Bounded: one pass over a fixed population (count fixed by the seeds and the fixtures), 35-70 s on the
+shared 2-core machine (build and calls, printed by ``test_summary``), within the suite's per-test timeout.
 """
 
 from __future__ import annotations

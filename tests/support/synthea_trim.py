@@ -79,6 +79,7 @@ def trim(bundle: dict[str, Any]) -> dict[str, Any]:
     lasting = _lasting_procedure_codes()
     entries = bundle.get("entry") or []
     labs = [e for e in entries if e["resource"]["resourceType"] == "Observation" and _codes(e["resource"]) & wanted]
+    lab_entries = {id(e) for e in labs}
     dates = [d for d in (_when(e["resource"]) for e in labs) if d is not None]
     since = max(dates) - timedelta(days=KEEP_DAYS) if dates else None
 
@@ -102,7 +103,7 @@ def trim(bundle: dict[str, Any]) -> dict[str, Any]:
         resource = entry["resource"]
         kind = resource["resourceType"]
         if (kind == "Patient" or id(entry) in conditions
-                or (kind == "Observation" and entry in labs and recent(resource))
+                or (kind == "Observation" and id(entry) in lab_entries and recent(resource))
                 or (kind == "MedicationRequest" and recent(resource))
                 or (kind == "Procedure" and (recent(resource) or _codes(resource) & lasting))):
             kept.append(entry)
