@@ -1,11 +1,13 @@
 """Population test (issue 11): 559 synthetic patients from PyPI packages through the real service.
 
-Each patient of ``tests/integration/population.py`` (480 carebundle patients generated from fixed seeds,
-74 trimmed PySynthea charts, the 5 PyPI-generated bundles of ``tests/fixtures/fhir-data``) becomes a patient-view call with its full prefetch, sent to the FastAPI app
-in-process (httpx ASGI transport, the app's lifespan, an in-memory audit store, the tests' fixed clock).
+Each patient of ``tests/integration/population.py`` (480 carebundle patients generated from fixed seeds, 74
+trimmed PySynthea charts, the 5 PyPI-generated bundles of ``tests/fixtures/fhir-data``) becomes a
+patient-view call with its full prefetch, sent to the FastAPI app in-process (httpx ASGI transport, the
+app's lifespan, an in-memory audit store, the tests' fixed clock).
 The answers must hold no server error, and every card must be justified by a current value in that
 patient's own input, as ``tests/integration/card_justification.py`` re-reads it from the raw resources;
-no card for a deceased patient; every summary under 140 characters.
+no card for a deceased patient; every summary under 140 characters. A call that gives cards is made again in
+French and checked the same way.
 
 Bounded: one pass over a fixed population (count fixed by the seeds and the fixtures), 35-70 s on the
 shared 2-core machine (build and calls, printed by ``test_summary``), within the suite's per-test timeout.
@@ -39,6 +41,7 @@ class Answer:
     status: int
     body: dict[str, Any]
     problems: list[CardProblem] = field(default_factory=list)
+    french: list[dict[str, Any]] = field(default_factory=list)  # the same call in French, when it has cards
 
     @property
     def cards(self) -> list[dict[str, Any]]:
@@ -71,6 +74,12 @@ async def run() -> Run:
             answer = Answer(patient, response.status_code, body)
             if response.status_code == 200:
                 answer.problems = check_cards(answer.cards, patient.prefetch, FIXED_NOW)
+            if answer.cards:
+                # French summaries are the longer ones: the budget and the justification are checked in both.
+                french = await client.post(URL, json=patient.request, headers={"Accept-Language": "fr"})
+                assert french.status_code == 200
+                answer.french = french.json()["cards"]
+                answer.problems += check_cards(answer.french, patient.prefetch, FIXED_NOW)
             answers.append(answer)
     return Run(answers, {"build": built - started, "calls": time.perf_counter() - built})
 
@@ -105,6 +114,12 @@ def test_no_server_error_and_only_documented_refusals(run: Run) -> None:
 def test_every_card_is_justified_by_a_current_value_in_the_input(run: Run) -> None:
     unjustified = [(a.patient.source, a.patient.patient_id, p.card, p.problem) for a in run.answers for p in a.problems]
     assert unjustified == []
+
+
+def test_french_cards_are_the_same_cards(run: Run) -> None:
+    with_cards = [a for a in run.answers if a.cards]
+    assert with_cards
+    assert all([_kind(c) for c in a.french] == [_kind(c) for c in a.cards] for a in with_cards)
 
 
 def test_cards_are_raised_where_the_data_call_for_them(run: Run) -> None:
