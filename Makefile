@@ -16,7 +16,7 @@ SANDBOX_ENV := CALCINOSIS_FHIR_SANDBOX=$(CURDIR)/$(FHIR_VENV)/bin/sekmet CALCINO
 # interpreter under /root: it builds that environment with Debian's python3.11 instead.
 SYSTEM_PYTHON := /usr/bin/python3.11
 
-.PHONY: setup setup-fhir-sandbox setup-postgres setup-proxy setup-system-python setup-chromium run test lint bench clean
+.PHONY: setup setup-fhir-sandbox setup-postgres setup-proxy setup-system-python setup-chromium setup-wrk run test lint bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(UVTOOL)
@@ -45,6 +45,10 @@ setup-proxy:
 setup-system-python:
 	test -x $(SYSTEM_PYTHON) || (apt-get update -q && apt-get install -y -q python3.11)
 
+# Debian's wrk, the load generator of bench/bench_service.py (which falls back to a slower asyncio client without it).
+setup-wrk:
+	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+
 # Debian's chromium for the browser tests (tests/browser/), driven by Playwright from the lock: never a
 # browser Playwright downloads. Installed once, non-interactively.
 setup-chromium:
@@ -62,7 +66,7 @@ lint: setup
 	$(VENV)/bin/ruff check hooks fhir_mappings tests bench
 	$(VENV)/bin/mypy
 
-bench: setup setup-fhir-sandbox setup-postgres
+bench: setup setup-fhir-sandbox setup-postgres setup-wrk
 	for b in bench/bench_*.py; do $(SANDBOX_ENV) $(VENV)/bin/python $$b || exit 1; done
 
 clean:

@@ -15,7 +15,10 @@ English and French, 24 of them with a text that names a candidate term, read
   (d) with the texts, per-text cache cleared before each run (cold: every text is new), and
   (e) with the texts again (cached: problem lists repeat from one chart opening to the next).
 
-Bounded: at most about 80 s in total. Run: ``.venv/bin/python bench/bench_facts.py``.
+A first table times the whole assessment of 100, 1,000 and 10,000 Observations and prints the cost per
+added Observation between sizes, and its ratio (issue 14: within 1.3× of linear).
+
+Bounded: at most about 110 s in total. Run: ``.venv/bin/python bench/bench_facts.py``.
 """
 
 from __future__ import annotations
@@ -204,7 +207,76 @@ def text_rows(budget_s: float) -> list[tuple[str, list[float]]]:
     return [("coded only (floor)", floor), ("with texts, cold", cold_samples), ("with texts, cached", cached)]
 
 
+_CKD = {
+    "resourceType": "Condition", "id": "ckd", "subject": {"reference": "Patient/bench"},
+    "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                   "code": "active"}]},
+    "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "N18.6"}]},
+}
+
+
+def whole_assessment(payload: bytes) -> object:
+    """What the service's handler does with a record: facts, assessment, cards, snapshot, audit document."""
+    from hooks.audit import HookCallRecord
+    from hooks.audit.codec import call_document
+    from hooks.engine.assessment import assess
+    from hooks.engine.cards import render_cards
+    from hooks.engine.service import facts_from_resources
+    from hooks.engine.snapshot import assessment_snapshot
+    from hooks.models import CdsResponse
+
+    resources = [PATIENT, _CKD, *classify_prefetch_value(orjson.loads(payload)).resources]
+    facts = facts_from_resources(resources, patient_id="bench", now=NOW)
+    assessment = assess(facts)
+    cards = CdsResponse(cards=render_cards(assessment, facts, locale="en", seed="bench")).to_json()["cards"]
+    record = HookCallRecord(record_id="bench", received_at=NOW, cards=cards,
+                            assessment=assessment_snapshot(assessment, facts) if not assessment.silent else None)
+    return call_document(record)
+
+
+def linearity_rows(budget_s: float) -> list[tuple[int, float]]:
+    """Median wall time of ``whole_assessment`` per record size, with the service's GC settings (hooks.cli)."""
+    from hooks.cli import _freeze_start_up_objects
+
+    whole_assessment(make_bundle(50))
+    _freeze_start_up_objects()
+    found = []
+    for size in SIZES:
+        payload = make_bundle(size)
+        samples: list[float] = []
+        started = time.perf_counter()
+        while len(samples) < 3 or (len(samples) < 30 and time.perf_counter() - started < budget_s / len(SIZES)):
+            t0 = time.perf_counter()
+            whole_assessment(payload)
+            samples.append(time.perf_counter() - t0)
+        found.append((size, statistics.median(samples)))
+    return found
+
+
+def print_linearity(rows: list[tuple[int, float]]) -> None:
+    """Issue 14 item 4: the cost of one more Observation must not grow with the record (within 1.3×)."""
+    print("Whole assessment of a large record (facts, engine, cards, snapshot, audit document), per size")
+    print()
+    print("| Observations | median | µs per added Observation (from the previous size) |")
+    print("|---:|---:|---:|")
+    marginals = []
+    for index, (size, seconds) in enumerate(rows):
+        if index == 0:
+            print(f"| {size:,} | {seconds * 1e3:.1f} ms | — |")
+            continue
+        previous_size, previous_seconds = rows[index - 1]
+        marginal = (seconds - previous_seconds) / (size - previous_size) * 1e6
+        marginals.append(marginal)
+        print(f"| {size:,} | {seconds * 1e3:.1f} ms | {marginal:.1f} |")
+    if len(marginals) == 2 and marginals[0] > 0:
+        print()
+        print(f"per-Observation ratio (1,000→10,000 over 100→1,000): {marginals[1] / marginals[0]:.2f}× "
+              "(target ≤ 1.3×)")
+    print()
+
+
 def main() -> int:
+    print_linearity(linearity_rows(30.0))
     rows = []
     share = TIME_BUDGET_S / len(SIZES)
     pipeline(make_bundle(50))  # warm caches (terminology tables, validators) outside the measurement

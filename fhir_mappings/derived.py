@@ -9,6 +9,7 @@ categories) and product rules C1 (current values only) and C2 (total calcium use
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Literal
@@ -18,6 +19,7 @@ from fhir_mappings.facts import DerivedValue, LabValue
 __all__ = [
     "G_ORDER",
     "GCategory",
+    "TimeIndex",
     "ca_x_p",
     "calcium_for_draw",
     "egfr_ckd_epi_2021",
@@ -63,11 +65,45 @@ def payne_corrected_calcium(calcium_mg_dl: float, albumin_g_dl: float) -> float:
     return calcium_mg_dl + 0.8 * (4.0 - albumin_g_dl)
 
 
-def nearest_within(anchor: LabValue, candidates: Sequence[LabValue], hours: float) -> LabValue | None:
-    """The candidate drawn closest in time to ``anchor``, if within ``hours``; undated values never pair."""
+class TimeIndex:
+    """The pairable values of one series sorted by draw time, for repeated ``nearest_within`` lookups: a long
+    record pairs every calcium with albumin and phosphate, and a scan per draw made that quadratic (issue 14)."""
+
+    __slots__ = ("_entries", "_times")
+
+    def __init__(self, candidates: Sequence[LabValue]) -> None:
+        entries = sorted(
+            ((c.effective, position, c) for position, c in enumerate(candidates)
+             if c.effective is not None and c.value is not None and c.comparator is None),
+            key=lambda entry: (entry[0], entry[1]),
+        )
+        self._entries = entries
+        self._times = [entry[0] for entry in entries]
+
+    def nearest(self, anchor: datetime, limit: timedelta) -> LabValue | None:
+        """What the scan gives: the smallest gap, and of equal gaps the value listed first in the series."""
+        times, count = self._times, len(self._times)
+        at = bisect_left(times, anchor)
+        gaps = [times[at] - anchor] if at < count else []
+        if at > 0:
+            gaps.append(anchor - times[at - 1])
+        if not gaps or min(gaps) > limit:
+            return None
+        gap = min(gaps)
+        tied = []
+        for moment in {anchor - gap, anchor + gap}:
+            tied.extend(self._entries[bisect_left(times, moment):bisect_right(times, moment)])
+        return min(tied, key=lambda entry: entry[1])[2]
+
+
+def nearest_within(anchor: LabValue, candidates: Sequence[LabValue] | TimeIndex, hours: float) -> LabValue | None:
+    """The candidate drawn closest in time to ``anchor``, if within ``hours``; undated values never pair.
+    Of equal gaps, the candidate listed first. ``candidates`` may be a ``TimeIndex`` built once for many anchors."""
     if anchor.effective is None:
         return None
     limit = timedelta(hours=hours)
+    if isinstance(candidates, TimeIndex):
+        return candidates.nearest(anchor.effective, limit)
     best: LabValue | None = None
     best_gap: timedelta | None = None
     for candidate in candidates:
@@ -82,8 +118,8 @@ def nearest_within(anchor: LabValue, candidates: Sequence[LabValue], hours: floa
 def calcium_for_draw(
     calcium: LabValue,
     *,
-    albumin: Sequence[LabValue],
-    ionized: Sequence[LabValue],
+    albumin: Sequence[LabValue] | TimeIndex,
+    ionized: Sequence[LabValue] | TimeIndex,
     albumin_pairing_hours: float,
     correct_when_albumin_at_least_4: bool,
 ) -> DerivedValue | None:

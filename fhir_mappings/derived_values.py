@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
-from fhir_mappings.derived import ca_x_p, calcium_for_draw, egfr_ckd_epi_2021, nearest_within
+from fhir_mappings.derived import TimeIndex, ca_x_p, calcium_for_draw, egfr_ckd_epi_2021, nearest_within
 from fhir_mappings.facts import AnalyteSeries, CkdStage, DataIssue, DerivedValue, LabValue
 from fhir_mappings.options import MappingOptions
 
@@ -61,9 +61,9 @@ def compute_derived(
     days = options.chemistry_lookback_days
     totals = current_values(series, "calcium_total", now, days)
     reported_corrected = current_values(series, "calcium_corrected", now, days)
-    albumin = series["albumin"].history if "albumin" in series else ()
-    ionized = series["calcium_ionized"].history if "calcium_ionized" in series else ()
-    phosphate = current_values(series, "phosphate", now, days)
+    albumin = TimeIndex(series["albumin"].history if "albumin" in series else ())
+    ionized = TimeIndex(series["calcium_ionized"].history if "calcium_ionized" in series else ())
+    phosphate = TimeIndex(current_values(series, "phosphate", now, days))
 
     def calcium_of(value: LabValue) -> DerivedValue | None:
         return calcium_for_draw(

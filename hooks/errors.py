@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 __all__ = [
     "BadRequest",
     "CdsError",
+    "ClientDisconnected",
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
@@ -77,6 +78,15 @@ class BadRequest(CdsError):
     status_code = 400
     issue_code = "invalid"
     reason_class = "invalid-request"
+
+
+class ClientDisconnected(CdsError):
+    """The client went away before its request body arrived (issue 14): its own reason class in the audit
+    trail, never a 500 nor an error in the log. Nobody reads the answer; 499 is what proxies record for it."""
+
+    status_code = 499
+    issue_code = "incomplete"
+    reason_class = "client-disconnected"
 
 
 class Unauthorized(CdsError):

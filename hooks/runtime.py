@@ -52,7 +52,9 @@ class Runtime:
     call_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # Async on purpose: FastAPI runs a sync dependency on AnyIO's thread pool, a thread hop per request
+    # for one attribute read (issue 14).
     runtime: Runtime = request.app.state.runtime
     return runtime
 

@@ -15,9 +15,10 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hooks.errors import BadRequest, CdsError, PayloadTooLarge, UnsupportedMediaType
+from hooks.errors import BadRequest, CdsError, ClientDisconnected, PayloadTooLarge, UnsupportedMediaType
 from hooks.offload import run_off_loop
 from hooks.settings import Settings
 
@@ -172,6 +173,8 @@ async def read_json_body(request: Request, model: type[ModelT]) -> tuple[ModelT,
         raw = await request.body()
     except _BodyTooLarge:
         raise PayloadTooLarge(f"request body over {limit} bytes") from None
+    except ClientDisconnect:
+        raise ClientDisconnected("the client disconnected before its request body arrived") from None
     if len(raw) <= _INLINE_PARSE_BYTES:
         return _parse_model(raw, model), raw
     runtime = request.app.state.runtime

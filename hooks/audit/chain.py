@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
 
 import orjson
@@ -22,6 +22,7 @@ __all__ = [
     "ROW_COLUMNS",
     "ChainVerdict",
     "Checkpoint",
+    "canonical_document",
     "canonical_json",
     "chain_hash",
     "verify_rows",
@@ -96,6 +97,23 @@ def canonical_json(value: Any) -> bytes:
         return orjson.dumps(value, option=_OPTIONS, default=_fallback)
     except TypeError:
         return orjson.dumps(_scrub(value), option=_OPTIONS, default=lambda item: _text(_fallback(item)))
+
+
+def _as_asdict_would(value: object) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return _fallback(value)
+
+
+def canonical_document(value: Any) -> bytes | None:
+    """``canonical_json`` of a shallow record mapping (``HookCallRecord.to_dict``), with the bytes the deep
+    ``asdict`` copy gave: a dataclass nested anywhere is encoded as its ``asdict`` (orjson's own dataclass
+    encoding keeps field order, not sorted keys). None when the fast path cannot encode it; the caller then
+    encodes the deep copy with ``canonical_json``, exactly as before."""
+    try:
+        return orjson.dumps(value, option=_OPTIONS | orjson.OPT_PASSTHROUGH_DATACLASS, default=_as_asdict_would)
+    except TypeError:
+        return None
 
 
 def chain_hash(key: bytes, previous: bytes, row: Mapping[str, Any]) -> bytes:

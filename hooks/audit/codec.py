@@ -7,13 +7,14 @@ stored document reads back into the exact dataclass that was written.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
 
-from hooks.audit.chain import canonical_json
+from hooks.audit.chain import canonical_document, canonical_json
 from hooks.audit.records import FeedbackRecord, FhirQuery, HookCallRecord, PrefetchKeyState
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "FeedbackLink",
     "RowKind",
     "access_row",
+    "call_document",
     "call_from_document",
     "call_row",
     "column_text",
@@ -85,7 +87,7 @@ _TEXT_COLUMNS = ("record_id", "service_id", "hook", "hook_instance", "patient_re
 
 
 def _row(
-    kind: RowKind, record_id: str, occurred_at: datetime, document: dict[str, Any], **columns: Any
+    kind: RowKind, record_id: str, occurred_at: datetime, document: dict[str, Any] | bytes, **columns: Any
 ) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(
         ("service_id", "hook", "hook_instance", "patient_ref", "http_status", "iss", "tenant", "card_uuid",
@@ -96,7 +98,7 @@ def _row(
         kind=kind,
         record_id=record_id,
         occurred_at=utc_iso(occurred_at),
-        document=canonical_json(document).decode(),
+        document=(document if isinstance(document, bytes) else canonical_json(document)).decode(),
     )
     for column in _TEXT_COLUMNS:
         row[column] = column_text(row[column])
@@ -106,12 +108,19 @@ def _row(
     return row
 
 
+def call_document(record: HookCallRecord) -> bytes:
+    """The canonical JSON of a call record: the shallow mapping, or (should it hold what the fast path cannot
+    encode) the deep ``asdict`` copy through ``canonical_json``, the encoding every stored row was made with."""
+    encoded = canonical_document(record.to_dict())
+    return encoded if encoded is not None else canonical_json(dataclasses.asdict(record))
+
+
 def call_row(record: HookCallRecord) -> dict[str, Any]:
     return _row(
         "call",
         record.record_id,
         record.received_at,
-        record.to_dict(),
+        call_document(record),
         service_id=record.service_id,
         hook=record.hook,
         hook_instance=record.hook_instance,

@@ -54,6 +54,7 @@ class ChainIntegrity(ABC):
         self._unchecked = 0  # appends since the last checkpoint this instance wrote
         self._tx_last: tuple[int, str] | None = None
         self._tx_checkpoint = False
+        self._tx_deferred: list[list[Any]] = []
         # While check_head runs at start-up a refusal is the caller's one-line message (hooks.startup).
         self._starting = False
 
@@ -167,7 +168,14 @@ class ChainIntegrity(ABC):
                                "the chain was rewritten")
         return head_seq, head_hash
 
-    def _append(self, row: StoredRow) -> int:
+    def _execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement for many parameter rows (PostgreSQL: one pipelined round trip). Default: one by one."""
+        for params in rows:
+            self._execute(sql, params)
+
+    def _append(self, row: StoredRow, *, defer: bool = False) -> int:
+        """Link ``row`` to the chain. ``defer``: its INSERT waits for ``_insert_deferred`` (same transaction),
+        so a batch of calls sends its rows in one statement; only for batches that read nothing back."""
         if self._tx_last is not None:  # a later link of this transaction: the head is our own insert
             head_seq, head_hash = self._tx_last
         elif self._last is not None and self._last[0] > 0:
@@ -178,11 +186,20 @@ class ChainIntegrity(ABC):
         seq, previous = head_seq + 1, bytes.fromhex(head_hash)
         row["seq"] = seq
         row["hash"] = chain_hash(self._key, previous, row).hex()
-        self._execute(INSERT, [row[column] for column in (*ROW_COLUMNS, "hash")])
+        values = [row[column] for column in (*ROW_COLUMNS, "hash")]
+        if defer:
+            self._tx_deferred.append(values)
+        else:
+            self._execute(INSERT, values)
         self._tx_last = (seq, row["hash"])
         if self.checkpoint_every > 0 and seq % self.checkpoint_every == 0:
             self._tx_checkpoint = True
         return seq
+
+    def _insert_deferred(self) -> None:
+        if self._tx_deferred:
+            self._execute_many(INSERT, self._tx_deferred)
+            self._tx_deferred = []
 
     def _insert_checkpoint(self, checkpoint: Checkpoint) -> None:
         self._execute(
@@ -215,11 +232,12 @@ class ChainIntegrity(ABC):
     def _chain_write(self) -> Iterator[None]:
         """One chain transaction: continuity check at its first link, checkpoint if it crossed a multiple of
         ``checkpoint_every``, and ``_last`` moved only once it committed."""
-        self._tx_last, self._tx_checkpoint = None, False
+        self._tx_last, self._tx_checkpoint, self._tx_deferred = None, False, []
         try:
             checkpoint: Checkpoint | None = None
             with self._guard("append"), self._transaction(chain=True):
                 yield
+                self._insert_deferred()
                 if self._tx_checkpoint and self._tx_last is not None:
                     checkpoint = Checkpoint(*self._tx_last, utc_iso(self._clock()))
                     self._insert_checkpoint(checkpoint)
@@ -230,7 +248,7 @@ class ChainIntegrity(ABC):
                 self._unchecked = 0
                 self._write_checkpoint_file(checkpoint)
         finally:
-            self._tx_last, self._tx_checkpoint = None, False
+            self._tx_last, self._tx_checkpoint, self._tx_deferred = None, False, []
 
     def checkpoint(self) -> Checkpoint | None:
         """Record this instance's last write as a checkpoint now (graceful shutdown); None if nothing new."""

@@ -175,6 +175,11 @@ class PostgresAuditLog(AuditLog):
             return self._live().execute(sql.replace("?", "%s"), tuple(params))
         return self._live().execute(sql)
 
+    def _execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        # psycopg pipelines executemany: one round trip for every row.
+        with self._live().cursor() as cursor:
+            cursor.executemany(sql.replace("?", "%s"), [tuple(params) for params in rows])
+
     @contextmanager
     def _transaction(self, *, chain: bool) -> Iterator[None]:
         with self._live().transaction():

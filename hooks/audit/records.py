@@ -7,7 +7,7 @@ the clinician did with it. Never an access token or a JWT: only ``iss``, ``tenan
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -82,7 +82,23 @@ class HookCallRecord:
     reason_class: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record as a mapping, shallow (issue 14): ``dataclasses.asdict`` deep-copied every card, fact and
+        the whole assessment (641 µs of a 4.8 ms call). Only the nested records become dicts; the other values are
+        the record's own (JSON values the handlers built), which ``codec.call_row`` encodes at once. A dataclass
+        nested inside them is encoded as ``asdict`` would have given it (``chain.canonical_document``)."""
+        document = {name: getattr(self, name) for name in _CALL_FIELDS}
+        document["prefetch"] = [_flat(item) for item in self.prefetch]
+        document["queries"] = [_flat(item) for item in self.queries]
+        return document
+
+
+_CALL_FIELDS = tuple(item.name for item in fields(HookCallRecord))
+_NESTED_FIELDS = {kind: tuple(item.name for item in fields(kind)) for kind in (PrefetchKeyState, FhirQuery)}
+
+
+def _flat(item: PrefetchKeyState | FhirQuery) -> dict[str, Any]:
+    # Scalar fields only: the same dict as ``asdict``, without its recursion.
+    return {name: getattr(item, name) for name in _NESTED_FIELDS[type(item)]}
 
 
 @dataclass(slots=True)

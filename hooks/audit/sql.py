@@ -53,6 +53,18 @@ _JTI_GRACE_S = 300.0
 _JTI_PURGE_EVERY = 128
 
 
+def _encoded_call(record: HookCallRecord) -> tuple[StoredRow, list[str | None]]:
+    card_uuids = dict.fromkeys(
+        column_text(card["uuid"]) for card in record.cards if isinstance(card, dict) and card.get("uuid")
+    )
+    return call_row(record), list(card_uuids)
+
+
+def _card_index_rows(row: StoredRow, seq: int, card_uuids: list[str | None]) -> list[tuple[Any, ...]]:
+    return [(card_uuid, seq, row["hook_instance"], row["service_id"], row["patient_ref"], row["iss"], row["tenant"])
+            for card_uuid in card_uuids]
+
+
 class AuditLog(ChainIntegrity):
     """One audit database. Not thread-safe: one thread at a time (``SqlAuditStore`` guarantees it)."""
 
@@ -165,17 +177,38 @@ class AuditLog(ChainIntegrity):
 
     def append_call(self, record: HookCallRecord) -> int:
         with self._chain_write():
-            row = call_row(record)
-            card_uuids = dict.fromkeys(
-                column_text(card["uuid"]) for card in record.cards if isinstance(card, dict) and card.get("uuid")
-            )
-            seq = self._append(row)
-            for card_uuid in card_uuids:
-                self._execute(
-                    CARD_INDEX_INSERT,
-                    (card_uuid, seq, row["hook_instance"], row["service_id"], row["patient_ref"], row["iss"],
-                     row["tenant"]),
-                )
+            return self._insert_call(*_encoded_call(record))
+
+    def append_calls(self, records: Sequence[HookCallRecord]) -> list[int | AuditError]:
+        """Group commit (issue 14, docs/decisions.md): every record in one chain transaction, so one COMMIT
+        (one fsync) for all. Each record gets its ``seq``, or the ``AuditError`` that stopped it: a record that
+        cannot be encoded fails alone, before the transaction; a failed transaction fails every record in it."""
+        results: list[int | AuditError] = []
+        encoded: list[tuple[int, StoredRow, list[str | None]]] = []
+        for record in records:
+            try:
+                with self._guard("append"):
+                    encoded.append((len(results), *_encoded_call(record)))
+                results.append(0)
+            except AuditError as error:
+                results.append(error)
+        if encoded:
+            with self._chain_write():
+                # Fewer round trips (PostgreSQL): the links are computed in order, then every audit_log row is
+                # sent in one statement and every card_index row in another, inside the same transaction.
+                index_rows: list[tuple[Any, ...]] = []
+                for index, row, card_uuids in encoded:
+                    results[index] = seq = self._append(row, defer=True)
+                    index_rows.extend(_card_index_rows(row, seq, card_uuids))
+                self._insert_deferred()
+                if index_rows:
+                    self._execute_many(CARD_INDEX_INSERT, index_rows)
+        return results
+
+    def _insert_call(self, row: StoredRow, card_uuids: list[str | None]) -> int:
+        seq = self._append(row)
+        for params in _card_index_rows(row, seq, card_uuids):
+            self._execute(CARD_INDEX_INSERT, params)
         return seq
 
     def _link(self, record: FeedbackRecord) -> tuple[FeedbackLink, str | None]:

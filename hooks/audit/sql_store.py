@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -33,6 +34,12 @@ DEFAULT_MAX_PENDING = 64
 # Opening may migrate the schema, which waits for other instances doing the same.
 _OPEN_TIMEOUT_S = 60.0
 T = TypeVar("T")
+
+
+@dataclass(eq=False, slots=True)
+class _Waiting:
+    record: HookCallRecord
+    done: asyncio.Future[int]
 
 
 class SqlAuditStore:
@@ -57,6 +64,9 @@ class SqlAuditStore:
         self._lock = threading.Lock()
         self._pending = 0
         self._busy_since: float | None = None
+        # Group commit: appends waiting for the next batch, and the task committing batches while any wait.
+        self._waiting: list[_Waiting] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     def _call(self, function: Callable[..., T], args: tuple[Any, ...]) -> T:
         self._busy_since = time.monotonic()
@@ -69,22 +79,30 @@ class SqlAuditStore:
         with self._lock:
             self._pending -= 1
 
-    async def _run(self, function: Callable[..., T], *args: Any, budget_s: float | None = None) -> T:
+    def _admit(self, what: str) -> None:
+        with self._lock:
+            if self._pending >= self.max_pending:
+                log.error("audit queue full (%d calls waiting): refusing %s", self._pending, what)
+                raise AuditError(f"the audit store has {self._pending} calls waiting; refusing more")
+            self._pending += 1
+
+    async def _run(self, function: Callable[..., T], *args: Any, budget_s: float | None = None,
+                   admitted: bool = False) -> T:
+        """``admitted``: the caller already counted itself in ``_pending`` (a group-commit batch)."""
         executor = self._executor
         if executor is None:
             raise AuditError("the audit store is not open")
-        with self._lock:
-            if self._pending >= self.max_pending:
-                log.error("audit queue full (%d calls waiting): refusing %s", self._pending, function.__name__)
-                raise AuditError(f"the audit store has {self._pending} calls waiting; refusing more")
-            self._pending += 1
+        if not admitted:
+            self._admit(function.__name__)
         try:
             future = executor.submit(self._call, function, args)
         except RuntimeError:  # shut down meanwhile
-            with self._lock:
-                self._pending -= 1
+            if not admitted:
+                with self._lock:
+                    self._pending -= 1
             raise AuditError("the audit store is not open") from None
-        future.add_done_callback(self._done)
+        if not admitted:
+            future.add_done_callback(self._done)
         budget = self.timeout_s if budget_s is None else budget_s
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), budget)
@@ -149,7 +167,51 @@ class SqlAuditStore:
             raise AuditError("the audit store is not open") from None
 
     async def append_call(self, record: HookCallRecord) -> None:
-        await self._run(self.log.append_call, record)
+        """Group commit: the record joins the batch that the writer thread commits next; it returns once the
+        transaction holding it committed (``AuditError`` if it failed, or past the budget)."""
+        if self._executor is None:
+            raise AuditError("the audit store is not open")
+        self._admit("append_call")
+        entry = _Waiting(record, asyncio.get_running_loop().create_future())
+        self._waiting.append(entry)
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        try:
+            await asyncio.wait_for(asyncio.shield(entry.done), self.timeout_s)
+        except TimeoutError:
+            log.error("audit append_call did not finish within %.1f s", self.timeout_s)
+            raise AuditError(f"audit append_call did not finish within {self.timeout_s:g} s") from None
+        finally:
+            # Given up (budget, cancelled caller) before its batch was taken: it is never written. Taken: its
+            # batch may still commit it, "audited but not sent", the safe direction.
+            if entry in self._waiting:
+                self._waiting.remove(entry)
+            entry.done.cancel()
+            with self._lock:
+                self._pending -= 1
+
+    async def _flush(self) -> None:
+        """While records wait: take them all as one batch and commit it on the writer thread."""
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    results = await self._run(self.log.append_calls, [entry.record for entry in batch],
+                                              admitted=True)
+                except AuditError as error:
+                    results = [error] * len(batch)
+                except Exception as error:  # a bug must not leave the batch's callers waiting out their budget
+                    log.error("audit batch failed: %s", type(error).__name__)
+                    results = [AuditError(f"audit append failed: {type(error).__name__}")] * len(batch)
+                for entry, result in zip(batch, results, strict=True):
+                    if entry.done.done():
+                        continue
+                    if isinstance(result, AuditError):
+                        entry.done.set_exception(AuditError(str(result)))
+                    else:
+                        entry.done.set_result(result)
+        finally:
+            self._flusher = None
 
     async def append_feedback(self, records: Sequence[FeedbackRecord]) -> FeedbackResult:
         return await self._run(self.log.append_feedback, list(records))

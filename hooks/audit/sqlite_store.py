@@ -152,6 +152,11 @@ class SqliteAuditLog(AuditLog):
             raise AuditError("the audit store is not open")
         return self._connection.execute(sql, tuple(params))
 
+    def _execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if self._connection is None:
+            raise AuditError("the audit store is not open")
+        self._connection.executemany(sql, [tuple(params) for params in rows])
+
     @contextmanager
     def _transaction(self, *, chain: bool) -> Iterator[None]:
         self._execute("BEGIN IMMEDIATE")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhir_mappings.derived import ca_x_p, calcium_for_draw, nearest_within
+from fhir_mappings.derived import TimeIndex, ca_x_p, calcium_for_draw, nearest_within
 from fhir_mappings.facts import LabValue, PatientFacts, StatusFact
 from hooks.engine.assessment import Assessment
 from hooks.engine.evidence import Evidence
@@ -68,9 +68,9 @@ def _series(facts: PatientFacts, knowledge: Knowledge) -> dict[str, Any]:
             found[analyte] = _bounded({"unit": history[0].unit, "points": [_point(v) for v in reversed(history)]})
     calcium = [v for v in (facts.labs["calcium_total"].history if "calcium_total" in facts.labs else ())
                if v.value is not None and v.effective is not None]
-    albumin = facts.labs["albumin"].history if "albumin" in facts.labs else ()
-    ionized = facts.labs["calcium_ionized"].history if "calcium_ionized" in facts.labs else ()
-    phosphate = facts.labs["phosphate"].history if "phosphate" in facts.labs else ()
+    albumin = TimeIndex(facts.labs["albumin"].history if "albumin" in facts.labs else ())
+    ionized = TimeIndex(facts.labs["calcium_ionized"].history if "calcium_ionized" in facts.labs else ())
+    phosphate = TimeIndex(facts.labs["phosphate"].history if "phosphate" in facts.labs else ())
     corrected, products = [], []
     for value in reversed(calcium):
         draw = calcium_for_draw(value, albumin=albumin, ionized=ionized, albumin_pairing_hours=_ALBUMIN_HOURS,

@@ -15,7 +15,6 @@ travel only in the card response; the audit trail stores the links without them 
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -153,13 +152,17 @@ def with_links(cards: list[dict[str, Any]], record: HookCallRecord, settings: Se
 def audited_cards(cards: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
     """The cards as the audit trail keeps them: the assessment links without their token (a credential)."""
     prefix = _audience(settings) + "/"
-    kept = copy.deepcopy(cards)
-    for card in kept:
-        for link in card.get("links") or ():
-            url = link.get("url")
-            if isinstance(url, str) and url.startswith(prefix) and "token=" in url:
-                link["url"] = _without_token(url)
-    return kept
+
+    def kept(link: Any) -> Any:
+        url = link.get("url") if isinstance(link, dict) else None
+        if isinstance(url, str) and url.startswith(prefix) and "token=" in url:
+            return {**link, "url": _without_token(url)}
+        return link
+
+    # Copies only what changes (the card, its links list, the assessment link): the response's cards are
+    # never modified, and a deep copy of every card was a tenth of a call (issue 14).
+    return [{**card, "links": [kept(link) for link in card["links"]]} if card.get("links") else card
+            for card in cards]
 
 
 def _without_token(url: str) -> str:
