@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from hooks.engine.cards import EXTENSION_KEY
+from hooks.engine.order_service import assess_orders, read_orders
 from hooks.models import Card
-from hooks.services.medication_safety import assess_orders, read_orders
 from tests.fhir_builders import NOW, medication
 
 LOCALES = ["en", "fr"]
