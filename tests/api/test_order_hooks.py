@@ -146,3 +146,11 @@ async def test_feedback_on_an_order_card_is_recorded(make_client: Callable[..., 
     (stored,) = memory_store.feedback
     assert stored.service_id == "calcinosis-medication-safety"
     assert stored.override_reason_code == "clinical-judgement"
+
+
+async def test_the_card_link_opens_the_stored_order_cards(make_client: Callable[..., Any]) -> None:
+    async with make_client() as client:
+        card = (await client.post(SERVICE, json=neonate_body(), headers={"Accept-Language": "fr"})).json()["cards"][0]
+        page = await client.get(card["links"][0]["url"].removeprefix("https://testserver"))
+    assert page.status_code == 200
+    assert "Ceftriaxone chez un nouveau-né" in page.text
