@@ -135,7 +135,13 @@ class _Checker:
 
     def _fired(self, check: OrderCheck, draft: DraftOrder, drug: MedicationFact, partner: MedicationFact | None,
                reversed_: bool, evidence: tuple[Evidence, ...]) -> OrderFinding:
-        variant = next((i for i, v in enumerate(check.variants) if evaluate(v.when, self.ctx)), None)
+        variant: int | None = None
+        for index, candidate in enumerate(check.variants):
+            result = evaluate(candidate.when, self.ctx)
+            if result:
+                # What changed the advice comes first among the facts (the valve, hypoparathyroidism).
+                variant, evidence = index, (*result.evidence, *evidence)
+                break
         chosen = check.variants[variant] if variant is not None else None
         alternative = check.alternative if not reversed_ and (chosen is None or chosen.alternative) else None
         if alternative is not None and alternative.for_order and not _matches(drug, alternative.for_order):

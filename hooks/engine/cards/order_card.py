@@ -112,7 +112,7 @@ class _OrderRenderer:
         found: list[Suggestion] = []
         alternative = finding.alternative
         if alternative is not None:
-            name = self.w.label(alternative.concept)
+            name = _mid_sentence(self.w.label(alternative.concept))
             key = self.uuid_for("suggestion", finding.check.id, draft_ref or "", "replace")
             create = Action(type="create", description=self.msg("create_action", alternative=name),
                             resource=self.alternative_request(key, alternative, name))

@@ -64,3 +64,21 @@ def _edited(tmp_path: Path, change: dict[str, object]) -> Path:
 def test_a_wrong_edit_refuses_to_load(tmp_path: Path, change: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         load_order_checks_from(_edited(tmp_path, change))
+
+
+def test_knowledge_check_validates_the_order_checks_against_the_edited_knowledge(tmp_path: Path) -> None:
+    from hooks.engine.knowledge import KNOWLEDGE_FILES
+    from hooks.engine.knowledge_check import check_knowledge
+
+    directory = tmp_path / "knowledge"
+    directory.mkdir()
+    for name in (*KNOWLEDGE_FILES, ORDER_CHECKS_FILE):
+        (directory / name).write_bytes((PACKAGE_KNOWLEDGE_DIR / name).read_bytes())
+    assert not [p for p in check_knowledge(directory)[1] if p.file == ORDER_CHECKS_FILE]
+    # A reference the order checks cite disappears from ruleset.yaml: the order checks no longer load.
+    ruleset = directory / "ruleset.yaml"
+    ruleset.write_text(ruleset.read_text(encoding="utf-8").replace("  fda_ceftriaxone:", "  fda_ceftriaxone_x:"),
+                       encoding="utf-8")
+    problems = [p for p in check_knowledge(directory)[1] if p.file == ORDER_CHECKS_FILE]
+    assert [p.severity for p in problems] == ["error"]
+    assert "fda_ceftriaxone" in problems[0].message
