@@ -154,3 +154,10 @@ async def test_the_card_link_opens_the_stored_order_cards(make_client: Callable[
         page = await client.get(card["links"][0]["url"].removeprefix("https://testserver"))
     assert page.status_code == 200
     assert "Ceftriaxone chez un nouveau-né" in page.text
+
+
+async def test_order_cards_are_counted_in_the_metrics(make_client: Callable[..., Any]) -> None:
+    async with make_client() as client:
+        await client.post(SERVICE, json=neonate_body())
+        metrics = (await client.get("/metrics")).text
+    assert 'cds_cards_total{indicator="critical",kind="order-safety"} 1.0' in metrics
