@@ -96,6 +96,12 @@ class OrderKnowledge:
     references: Mapping[str, Reference]
     knowledge: Knowledge
     content_hash: str
+    # Every drug concept or class a check is about: a signing with none of them needs no facts.
+    drugs: frozenset[str] = frozenset()
+
+    def concerns(self, concept: str, groups: tuple[str, ...]) -> bool:
+        """A drug some check is about (as the draft, or as the other drug of an either-order check)."""
+        return concept in self.drugs or any(g in self.drugs for g in groups)
 
     def message(self, key: str, locale: str, **values: str) -> str:
         entry = self.messages[key]
@@ -104,6 +110,15 @@ class OrderKnowledge:
     def unknown_message(self, section: str, fact: str, locale: str, **values: str) -> str:
         entry = self.messages[section][fact]
         return str(entry.get(locale) or entry["en"]).format(**values)
+
+
+def _checked_drugs(checks: tuple[OrderCheck, ...]) -> frozenset[str]:
+    names: set[str] = set()
+    for check in checks:
+        names.update(check.order)
+        if check.either_order and check.with_ is not None:
+            names.update(check.with_.concepts)
+    return frozenset(names)
 
 
 def _predicate_names(predicate: Mapping[str, Any]) -> Iterator[str]:
@@ -172,7 +187,7 @@ def _build(raw: bytes, knowledge: Knowledge) -> OrderKnowledge:
     for check in checks:
         _validate(check, knowledge, references, messages)
     digest = hashlib.sha256(knowledge.content_hash.encode() + b"\0" + raw).hexdigest()
-    return OrderKnowledge(checks, messages, references, knowledge, digest)
+    return OrderKnowledge(checks, messages, references, knowledge, digest, _checked_drugs(checks))
 
 
 @lru_cache(maxsize=1)

@@ -55,7 +55,7 @@ def assess_orders(
     knowledge = load_order_checks()
     silent = HookOutcome(response=CdsResponse(cards=[]), ruleset_version=knowledge.knowledge.version,
                          ruleset_hash=knowledge.content_hash)
-    if not any(d.medications for d in to_check):
+    if not any(knowledge.concerns(m.concept, m.groups) for d in to_check for m in d.medications):
         return [], silent
     facts = facts_from_resources(resources, patient_id=patient_id, now=now, options=options,
                                  patient_aliases=patient_aliases, unavailable=unavailable)

@@ -320,6 +320,8 @@ def test_a_first_diltiazem_order_is_silent(locale: str) -> None:
 def test_an_order_no_check_knows_is_silent() -> None:
     amoxicillin = draft("617993", "rxnorm", rid="amox", text="Amoxicillin 120 MG/ML oral suspension")
     assert order_cards(dialysis_patient(10.0, 7.5), amoxicillin) == []
+    # A drug the service knows but no check is about (prednisone) is silent too.
+    assert order_cards(dialysis_patient(10.0, 7.5), draft("H02AB07", rid="pred")) == []
 
 
 def test_hostile_order_text_never_reaches_the_card_markdown() -> None:
