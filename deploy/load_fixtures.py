@@ -21,7 +21,6 @@ The integration tests import :func:`load_files` from here (tests may import depl
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import re
 import sys
@@ -118,7 +117,8 @@ def rewrite_to_put(bundle: dict[str, Any]) -> dict[str, Any]:
     """A copy of a transaction Bundle whose entries are ``PUT <Type>/<id>`` with references to match."""
     if bundle.get("resourceType") != "Bundle" or bundle.get("type") not in {"transaction", "batch"}:
         raise ValueError("not a transaction or batch Bundle")
-    rewritten = copy.deepcopy(bundle)
+    # A Bundle is JSON: a JSON round trip copies it several times faster than deepcopy (population test).
+    rewritten: dict[str, Any] = json.loads(json.dumps(bundle))
     targets: dict[str, str] = {}
     for entry in rewritten.get("entry") or ():
         resource = entry.get("resource") or {}

@@ -38,12 +38,15 @@ __all__ = [
 CONTEXT_TEXT_KINDS: Final = frozenset(
     {
         "pregnancy", "breastfeeding", "mechanical_valve", "bioprosthetic_valve", "atrial_fibrillation",
-        "hypoparathyroidism", "primary_hpt", "sarcoidosis", "myeloma", "hypercalcaemia_of_malignancy",
+        "hypoparathyroidism", "primary_hpt", "sarcoidosis", "myeloma", "hypercalcaemia_of_malignancy", "active_cancer",
         "kidney_transplant", "hepatic_impairment", "severe_hepatic_impairment", "surgery_not_possible",
     }
 )
 # An implant or a transplant stays in place: "history of mechanical valve replacement" means a valve now.
 _PERSISTS: Final = frozenset({"mechanical_valve", "bioprosthetic_valve", "kidney_transplant"})
+# A cancer only counts when asserted: "cancer screening" or "cancer à éliminer" is a work-up, not a cause of the
+# hypercalcaemia to treat first (safety addendum S32 needs an active cancer).
+_ASSERTED_ONLY: Final = frozenset({"active_cancer"})
 # Safety addendum G-PREG (product decisions): Condition window 42 weeks, Observation window 30 days.
 PREGNANCY_CONDITION_DAYS: Final = 42 * 7
 STATUS_OBSERVATION_DAYS: Final = 30
@@ -175,7 +178,7 @@ def mechanical_valve_status(conditions: Sequence[ConditionFact]) -> StatusFact:
 def _keeps(mention: Mention) -> Certainty | None:
     if mention.assertion == "positive" or (mention.assertion == "historical" and mention.kind in _PERSISTS):
         return "asserted"
-    if mention.assertion == "hypothetical":
+    if mention.assertion == "hypothetical" and mention.kind not in _ASSERTED_ONLY:
         return "suspected"
     return None
 

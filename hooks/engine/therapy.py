@@ -59,6 +59,9 @@ class TherapyPlan:
     variants: tuple[tuple[str, int], ...] = ()
     # Data the plan needed but could not read ("medications": interactions were not checked).
     unknowns: tuple[str, ...] = ()
+    # Option id -> the recorded conditions that made a "treat the underlying cause" option apply (issue 10:
+    # the card names the cause found: "multiple myeloma", "adenocarcinoma").
+    causes: tuple[tuple[str, tuple[Evidence, ...]], ...] = ()
 
     @property
     def touches_current_medication(self) -> bool:
@@ -68,6 +71,9 @@ class TherapyPlan:
 
     def variant(self, option_id: str) -> int | None:
         return dict(self.variants).get(option_id)
+
+    def causes_of(self, option_id: str) -> tuple[Evidence, ...]:
+        return dict(self.causes).get(option_id, ())
 
 
 def _matches(option: TherapyOption, medication: MedicationFact) -> bool:
@@ -101,15 +107,22 @@ def plan_therapy(ctx: EvalContext, subtype: str, extent: str, indication: bool) 
     """Options for this subtype and patient; for an ``indeterminate`` subtype only those valid for every subtype."""
     knowledge = ctx.knowledge
     every_subtype = set(SUBTYPES)
-    candidates = [
-        option
-        for option in knowledge.options
-        if (subtype in option.subtypes if subtype != "indeterminate" else every_subtype <= set(option.subtypes))
-        and (option.extent == "any" or extent == "unknown" or option.extent == extent)
-        and (indication or not option.needs_indication)
-        and not (indication and subtype in option.only_without_indication_in)
-        and (option.requires is None or evaluate(option.requires, ctx))
-    ]
+    candidates: list[TherapyOption] = []
+    causes: list[tuple[str, tuple[Evidence, ...]]] = []
+    for option in knowledge.options:
+        if not ((subtype in option.subtypes if subtype != "indeterminate" else every_subtype <= set(option.subtypes))
+                and (option.extent == "any" or extent == "unknown" or option.extent == extent)
+                and (indication or not option.needs_indication)
+                and not (indication and subtype in option.only_without_indication_in)):
+            continue
+        required = evaluate(option.requires, ctx) if option.requires is not None else None
+        if required is not None and not required:
+            continue
+        candidates.append(option)
+        if required is not None and option.group == "underlying-cause":
+            found = tuple(dict.fromkeys(e for e in required.evidence if e.kind == "condition"))
+            if found:
+                causes.append((option.id, found))
     current: list[DrugUse] = []
     tried: list[DrugUse] = []
     new: list[TherapyOption] = []
@@ -155,4 +168,5 @@ def plan_therapy(ctx: EvalContext, subtype: str, extent: str, indication: bool) 
         tried=tuple(tried),
         variants=tuple(variants),
         unknowns=unknowns,
+        causes=tuple(causes),
     )

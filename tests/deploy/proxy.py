@@ -21,6 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.service_process import START_TIMEOUT_S
+
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "proxy" / "nginx.conf.template"
 CLI = Path(sys.executable).with_name("calcinosis-cds")
@@ -60,7 +62,7 @@ class Deployment:
 
 
 def _wait(url: str, processes: list[subprocess.Popen[bytes]], log_dir: Path) -> None:
-    until = time.monotonic() + 20
+    until = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < until:
         for process in processes:
             if process.poll() is not None:
@@ -71,7 +73,7 @@ def _wait(url: str, processes: list[subprocess.Popen[bytes]], log_dir: Path) -> 
                 return
         except httpx.HTTPError:
             time.sleep(0.1)
-    pytest.fail(f"{url}/healthz did not answer within 20 s")
+    pytest.fail(f"{url}/healthz did not answer within {START_TIMEOUT_S:g} s")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from hooks.engine.cards.text import Words
+from hooks.engine.cards.text import Words, md_text
 from hooks.engine.knowledge import LEVEL_ORDER, Knowledge
 from hooks.engine.therapy import TherapyPlan
 
@@ -63,6 +63,18 @@ class TherapyCard:
             short = short.replace("{drugs}", ", ".join(drugs) or self.w.msg("reasons", first.reason))
         return short
 
+    def causes(self, option_id: str) -> str:
+        """The cause found, for a "treat the underlying cause" option: "(multiple myeloma)", "(adénocarcinome)".
+
+        A cause read from free text is named by the words of the record (escaped), a coded one by its label; a
+        cause the option's label already names ("glucocorticoids for sarcoidosis") is not repeated.
+        """
+        label = self.option_label(option_id).lower()
+        names = [name for name in dict.fromkeys(
+            _lower_first(md_text(e.text, 60) if "from-text" in e.flags and e.text else self.w.label(e.concept))
+            for e in self.plan.causes_of(option_id)) if name.lower() not in label]
+        return f" ({', '.join(names)})" if names else ""
+
     def lines(self) -> list[str]:
         return [*self._option_lines(), *self._drug_lines(), *self._not_offered_lines(), *self._unknown_lines()]
 
@@ -72,7 +84,8 @@ class TherapyCard:
             note = self.note_for(option_id)
             if option_id == "observation" and not self.plan.indication and not note:
                 note = self.w.msg("text", "observe_reason")
-            lines.append(f"{index}. {_upper_first(self.option_label(option_id))}" + (f" — {note}" if note else ""))
+            label = _upper_first(self.option_label(option_id)) + self.causes(option_id)
+            lines.append(f"{index}. {label}" + (f" — {note}" if note else ""))
         return lines
 
     def _drug_lines(self) -> list[str]:

@@ -17,6 +17,9 @@ from hooks.engine.knowledge_check import check_knowledge
 from hooks.engine.knowledge_diff import FIXTURES_NOW, compare_fixtures, fixture_bundles
 from tests.hooks.engine.conftest import CALCINOSIS_FIXTURES
 
+SHIPPED = load_knowledge().version
+SHIPPED_LINE = f'version: "{SHIPPED}"'
+
 
 @pytest.fixture
 def edited(tmp_path: Path) -> Path:
@@ -46,9 +49,9 @@ def test_the_shipped_knowledge_passes() -> None:
 
 
 def test_loading_from_a_directory_does_not_touch_the_services_knowledge(edited: Path) -> None:
-    edit(edited, "ruleset.yaml", 'version: "2.0.0"', 'version: "9.9.9"')
+    edit(edited, "ruleset.yaml", SHIPPED_LINE, 'version: "9.9.9"')
     assert load_knowledge_from(edited).version == "9.9.9"
-    assert load_knowledge().version == "2.0.0"
+    assert load_knowledge().version == SHIPPED
 
 
 @pytest.mark.parametrize(("name", "old", "new", "expected"), [
@@ -92,9 +95,9 @@ def test_an_edit_that_breaks_the_knowledge_is_named(edited: Path, name: str, old
 def test_a_content_change_without_a_new_version_is_a_warning(edited: Path) -> None:
     edit(edited, "ruleset.yaml", "calcium_critical: 14.0", "calcium_critical: 13.5")
     assert problems_of(edited) == [
-        "WARNING ruleset.yaml version: the content changed but the version is still 2.0.0: bump it so the audit "
-        "trail can tell the two apart"]
-    edit(edited, "ruleset.yaml", 'version: "2.0.0"', 'version: "2.0.1"')
+        f"WARNING ruleset.yaml version: the content changed but the version is still {SHIPPED}: bump it so the "
+        "audit trail can tell the two apart"]
+    edit(edited, "ruleset.yaml", SHIPPED_LINE, 'version: "9.0.1"')
     assert problems_of(edited) == []
 
 
@@ -131,7 +134,7 @@ def test_the_before_after_table_shows_what_a_points_change_does(edited: Path) ->
 
 
 def test_the_command_prints_problems_and_the_table(edited: Path) -> None:
-    edit(edited, "ruleset.yaml", 'version: "2.0.0"', 'version: "2.1.0"')
+    edit(edited, "ruleset.yaml", SHIPPED_LINE, 'version: "9.1.0"')
     edit(edited, "messages.yaml", 'subtype: {en: "Calcinosis cutis: likely {subtype} subtype"',
          'subtype: {en: "Calcinosis cutis: probably {subtype}"')
     output = io.StringIO()
@@ -139,7 +142,7 @@ def test_the_command_prints_problems_and_the_table(edited: Path) -> None:
         status = main(["knowledge", "check", str(edited), "--fixtures", str(CALCINOSIS_FIXTURES), "--locale", "all"])
     text = output.getvalue()
     assert status == 0
-    assert "version 2.0.0 -> 2.1.0" in text
+    assert f"version {SHIPPED} -> 9.1.0" in text
     assert "0 error(s), 0 warning(s)" in text
     assert "| patient " in text
     assert "| locale |" in text

@@ -344,6 +344,62 @@ def test_metastatic_calcinosis_of_a_known_cause_says_treat_the_cause(
         assert words[locale] in therapy.summary
 
 
+def myeloma_bundle_with_cancer_named(text: str | None) -> tuple[str, list[dict[str, Any]]]:
+    """The hypercalcaemic metastatic-calcinosis patient of the myeloma bundle, the myeloma code replaced by a text."""
+    pid, resources = bundle("myeloma_hypercalcaemia")
+    resources = [r for r in resources if not (r["resourceType"] == "Condition"
+                                              and r["code"].get("coding", [{}])[0].get("code") == "C90.00")]
+    if text is not None:
+        resources.append(condition(None, pid=pid, onset_days_ago=60, text=text))
+    return pid, resources
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    ("Adénocarcinome pulmonaire avec métastases osseuses", "adénocarcinome"),
+    ("Breast cancer, bone metastases", "breast cancer"),
+    ("Lymphome non hodgkinien", "lymphome"),
+    ("Non-Hodgkin lymphoma", "lymphoma"),
+])
+def test_another_cancer_named_in_the_record_is_the_cause_to_treat_first_and_is_named(text: str, named: str) -> None:
+    """Safety addendum S32: hypercalcaemia with G-MALIG "or another active cancer" (no verified code set: text)."""
+    pid, resources = myeloma_bundle_with_cancer_named(None)
+    _, unexplained = assess(resources, pid)
+    assert "treat-cause-malignancy" not in options(unexplained)
+    assert "vitamin-d-1-25" in unexplained.missing_workup
+    pid, resources = myeloma_bundle_with_cancer_named(text)
+    facts, assessment = assess(resources, pid)
+    assert options(assessment)[0] == "treat-cause-malignancy"
+    # The cause is explained: no granulomatous-disease work-up for it.
+    assert "vitamin-d-1-25" not in assessment.missing_workup
+    for locale in LOCALES:
+        therapy = the(cards_of(facts, assessment, locale), "therapy-options")
+        first = next(line for line in (therapy.detail or "").splitlines() if line.startswith("1. "))
+        assert named.split()[-1] in first.lower()
+
+
+@pytest.mark.parametrize("text", [
+    "Pas de cancer", "No evidence of malignancy", "Antécédent familial de cancer du sein", "Mother had lymphoma",
+    "Cancer screening", "Dépistage du cancer colorectal", "Cancer à éliminer", "Tumoral calcinosis",
+    "Calcinose métastatique", "Lymphoedema of the left arm",
+])
+def test_a_cancer_that_is_negated_hypothetical_familial_or_only_a_word_alike_is_no_cause(text: str) -> None:
+    pid, resources = myeloma_bundle_with_cancer_named(text)
+    _, assessment = assess(resources, pid)
+    assert "treat-cause-malignancy" not in options(assessment)
+    assert "vitamin-d-1-25" in assessment.missing_workup
+
+
+def test_a_coded_cause_is_named_once_on_the_first_option() -> None:
+    facts, assessment = assessed("myeloma_hypercalcaemia")
+    words = {"en": "multiple myeloma", "fr": "myélome multiple"}
+    for locale in LOCALES:
+        detail = the(cards_of(facts, assessment, locale), "therapy-options").detail or ""
+        assert detail.splitlines()[0].lower().count(words[locale]) == 1
+    facts, assessment = assessed("sarcoidosis_hypercalcaemia")
+    first = (the(cards_of(facts, assessment, "en"), "therapy-options").detail or "").splitlines()[0]
+    assert first.lower().startswith("1. glucocorticoids for sarcoidosis —")
+
+
 def test_vitamin_d_in_sarcoidosis_with_high_calcium_is_to_stop() -> None:
     _, assessment = assessed("sarcoidosis_hypercalcaemia")
     assert ("treat-cause-sarcoidosis", "active-vitamin-d-sarcoidosis") in cautions(assessment)
