@@ -2,6 +2,7 @@
 
     calcinosis-cds serve --host 127.0.0.1 --port 8080
     calcinosis-cds assess BUNDLE.json [--now 2026-11-21] [--locale fr]
+    calcinosis-cds assess BUNDLE.json --hook order-sign --draft-orders DRAFTS.json
     calcinosis-cds knowledge check [DIR] [--fixtures DIR] [--now ...] [--locale en|fr|all]
     calcinosis-cds audit verify|show|export|stats ...
 """
@@ -121,6 +122,18 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _assess(args: argparse.Namespace) -> int:
+    if args.hook != "patient-view":
+        if not args.draft_orders:
+            print(f"error: --hook {args.hook} needs --draft-orders FILE", file=sys.stderr)
+            return 2
+        from hooks.engine.offline_orders import assess_orders_file
+
+        selections = [s for s in (args.selections or "").split(",") if s] or None
+        return assess_orders_file(args.bundle, args.draft_orders, hook=args.hook, selections=selections,
+                                  now=args.now, locale=args.locale, out=sys.stdout)
+    if args.draft_orders:
+        print("error: --draft-orders is for --hook order-select or order-sign", file=sys.stderr)
+        return 2
     from hooks.engine.offline import assess_bundle_file
 
     return assess_bundle_file(args.bundle, now=args.now, locale=args.locale, out=sys.stdout)
@@ -164,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     assess.add_argument("bundle", help="a FHIR R4 Bundle (collection, searchset or transaction) as JSON")
     assess.add_argument("--now", help="evaluation date (ISO 8601); default: now")
     assess.add_argument("--locale", choices=["en", "fr"], default="en")
+    assess.add_argument("--hook", choices=["patient-view", "order-select", "order-sign"], default="patient-view",
+                        help="order-select / order-sign: check the draft orders of --draft-orders (issue 15)")
+    assess.add_argument("--draft-orders", help="the draftOrders Bundle (or a request holding context.draftOrders)")
+    assess.add_argument("--selections", help="order-select: comma-separated Type/id of the selected drafts")
     assess.set_defaults(func=_assess)
 
     knowledge = commands.add_parser("knowledge", help="the clinical knowledge files")

@@ -43,7 +43,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 STAGES = ("prefetch_resolution", "fhir_fallback", "engine", "audit_append")
 ENDPOINTS = ("discovery", "service", "feedback")
 # The card contract's kinds and indicators (README "Card contract").
-CARD_KINDS = frozenset({"subtype-assessment", "red-flag", "missing-workup", "therapy-options", "risk"})
+CARD_KINDS = frozenset({"subtype-assessment", "red-flag", "missing-workup", "therapy-options", "risk", "order-safety"})
 INDICATORS = frozenset({"info", "warning", "critical"})
 BREAKER_STATES = ("closed", "open", "half-open")
 # Seconds: a full-prefetch call takes about 3 ms, the FHIR deadline is 1.5 s, the audit budget 3 s.

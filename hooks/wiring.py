@@ -32,11 +32,15 @@ log = logging.getLogger("calcinosis_cds")
 
 def build_registry(settings: Settings) -> ServiceRegistry:
     from hooks.services.calcinosis import calcinosis_assessment
+    from hooks.services.medication_safety import medication_safety_services
 
     registry = ServiceRegistry()
     registry.register(
         calcinosis_assessment(settings.chemistry_lookback_days, settings.serology_lookback_days)
     )
+    # Issue 15: one id on order-select and order-sign.
+    for service in medication_safety_services(settings.chemistry_lookback_days, settings.serology_lookback_days):
+        registry.register(service)
     return registry
 
 

@@ -330,4 +330,20 @@ def check_knowledge(directory: Path, baseline: Knowledge | None = None) -> tuple
     checker.messages(baseline)
     checker.citations()
     checker.version(baseline)
+    checker.problems += _order_check_problems(directory, knowledge)
     return knowledge, sorted(checker.problems, key=lambda p: (p.severity != "error", p.file, p.where))
+
+
+def _order_check_problems(directory: Path, knowledge: Knowledge) -> list[Problem]:
+    """The order checks of issue 15, validated against the edited knowledge (when the copy has the file)."""
+    from hooks.engine.order_knowledge import ORDER_CHECKS_FILE, load_order_checks_from
+
+    path = directory / ORDER_CHECKS_FILE
+    if not path.is_file():
+        return []
+    try:
+        load_order_checks_from(path, knowledge)
+    except (ValueError, KeyError, TypeError, yaml.YAMLError) as error:
+        detail = f"missing key {error}" if isinstance(error, KeyError) else str(error).replace("\n", " ")[:300]
+        return [Problem("error", ORDER_CHECKS_FILE, "load", detail)]
+    return []

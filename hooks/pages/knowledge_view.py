@@ -124,6 +124,22 @@ def _therapy(w: PageWords) -> list[Table]:
     return [table, cautions]
 
 
+def _order_checks(w: PageWords) -> list[Table]:
+    """Issue 15: the order-select / order-sign checks (``order_checks.yaml``), each with its citation."""
+    from hooks.engine.order_knowledge import load_order_checks
+
+    c, checks = w.col, load_order_checks()
+    rows = []
+    for x in checks.checks:
+        drugs = ", ".join(x.order) + (f" + {', '.join(x.with_.concepts)}" if x.with_ else "")
+        reference = checks.references[x.reference]
+        rows.append([x.id, w.t("indicator", x.indicator), drugs, predicate(x.when), _text(x.reason, w), x.basis,
+                     reference.label])
+    return [Table("order-checks", w.heading("order_checks"),
+                  [c("id"), c("indicator"), c("medication"), c("when"), c("text"), c("basis"), c("citation")],
+                  rows, frozenset({0, 2, 3}))]
+
+
 def _references(w: PageWords) -> Table:
     c = w.col
     return Table("references", w.heading("references"), [c("id"), c("citation"), c("url")],
@@ -151,6 +167,7 @@ def knowledge_view(w: PageWords) -> KnowledgeView:
     sections = [Section("scoring", w.heading("scoring"), _rules(w)), Section("flags", w.heading("flags"), _flags(w)),
                 Section("workup", w.heading("workup"), _workup(w)),
                 Section("therapy", w.heading("therapy_all"), _therapy(w)),
+                Section("order-checks", w.heading("order_checks"), _order_checks(w)),
                 Section("references", w.heading("references"), [_references(w)]),
                 Section("codes", w.heading("codes"), codes)]
     return KnowledgeView(meta=meta, sections=sections)

@@ -117,7 +117,9 @@ async def test_the_sandbox_works_offline_with_its_key_pinned(
                           "outcomeTimestamp": "2026-11-21T09:05:00Z"}]})
     assert preflight.headers["access-control-allow-origin"] == "https://sandbox.cds-hooks.org"
     assert discovery.status_code == 200
-    assert [s["id"] for s in discovery.json()["services"]] == ["calcinosis-assessment"]
+    assert [(s["id"], s["hook"]) for s in discovery.json()["services"]] == [
+        ("calcinosis-assessment", "patient-view"), ("calcinosis-medication-safety", "order-select"),
+        ("calcinosis-medication-safety", "order-sign")]
     assert service.status_code == 200
     assert [c["summary"] for c in cards] == [c["summary"] for c in DOCUMENTED["cards"]]  # the README's answer
     assert feedback.status_code == 200

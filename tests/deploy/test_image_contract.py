@@ -211,7 +211,9 @@ def _check_contract(service: ServiceProcess, image: Image, calls: dict[str, Any]
     assert calls["health"].json()["status"] == "ok"
     assert calls["ready"].status_code == 200
     assert calls["discovery"].status_code == 200
-    assert [s["id"] for s in calls["discovery"].json()["services"]] == ["calcinosis-assessment"]
+    assert [(s["id"], s["hook"]) for s in calls["discovery"].json()["services"]] == [
+        ("calcinosis-assessment", "patient-view"), ("calcinosis-medication-safety", "order-select"),
+        ("calcinosis-medication-safety", "order-sign")]
     assert calls["answer"].status_code == 200, calls["answer"].text
     documented = json.loads((ROOT / "examples" / "patient-view-response.json").read_text(encoding="utf-8"))
     assert [c["summary"] for c in calls["answer"].json()["cards"]] == [c["summary"] for c in documented["cards"]]

@@ -1,0 +1,166 @@
+"""The draft orders of an ``order-select`` or ``order-sign`` call, as the drugs they order (issue 15).
+
+Hook library 1.0.1: ``context.draftOrders`` is a Bundle of request resources not yet signed (MedicationRequest,
+ServiceRequest, NutritionOrder, DeviceRequest...); ``order-select`` adds ``context.selections``, ``Type/id``
+references into that Bundle. Only orders for drugs are read here: a MedicationRequest, and a ServiceRequest
+whose ``code`` names a drug (an IV calcium infusion ordered as a service). Both go through the one medication
+recogniser (:func:`fhir_mappings.medications.read_medication_request`: ATC, RxNorm, then EN/FR names), so a
+draft and a current order are recognised alike.
+
+The context is checked strictly because cards about the wrong order or patient would be dangerous: an order
+whose subject is another patient, or a selection that names nothing in the Bundle, is a :class:`DraftOrderError`
+(the service answers 400). Drafts are otherwise taken as vendors send them (an STU3-style ``doseQuantity`` is
+no reason to refuse). No web imports: the error carries the FHIRPath-like location for the OperationOutcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from fhir_mappings.facts import DataIssue, MedicationFact
+from fhir_mappings.medications import read_medication_request
+from fhir_mappings.models import MEDICATION_REQUEST, MedicationRequest
+
+__all__ = ["DraftOrder", "DraftOrderError", "read_draft_orders", "selected"]
+
+# The resource that names the patient: ``subject`` on request resources, ``patient`` on NutritionOrder.
+_SUBJECT_FIELDS: Final = ("subject", "patient")
+# Never to be signed: these are not orders being written (order-sign may re-send revised orders: any other status).
+_NOT_ORDERS: Final = frozenset({"entered-in-error", "revoked", "cancelled"})
+
+
+class DraftOrderError(ValueError):
+    """The draft orders cannot be read safely; ``expression`` says where (``context.draftOrders.entry[2]``)."""
+
+    def __init__(self, message: str, expression: str) -> None:
+        super().__init__(message)
+        self.expression = expression
+
+
+@dataclass(frozen=True, slots=True)
+class DraftOrder:
+    """One order of the Bundle: its reference, what it orders, and the drugs recognised in it (maybe none)."""
+
+    resource_type: str
+    resource_id: str | None
+    # How the Bundle names the entry (``fullUrl``), for selections that use it.
+    full_url: str | None
+    status: str | None
+    medications: tuple[MedicationFact, ...] = ()
+    issues: tuple[DataIssue, ...] = ()
+
+    @property
+    def reference(self) -> str | None:
+        """The relative reference a ``delete`` action names (CDS Hooks 2.0 Action.resourceId)."""
+        return f"{self.resource_type}/{self.resource_id}" if self.resource_id else None
+
+    @property
+    def is_order(self) -> bool:
+        return self.status not in _NOT_ORDERS
+
+
+def _patient_of(resource: Mapping[str, Any]) -> str | None:
+    for name in _SUBJECT_FIELDS:
+        subject = resource.get(name)
+        if isinstance(subject, Mapping):
+            reference = subject.get("reference")
+            return reference if isinstance(reference, str) else None
+    return None
+
+
+def _is_this_patient(reference: str, patient_id: str, aliases: frozenset[str]) -> bool:
+    """Relative, absolute (``https://ehr/fhir/Patient/1``) or a fullUrl alias of the patient."""
+    return reference in aliases or reference == f"Patient/{patient_id}" or reference.endswith(f"/Patient/{patient_id}")
+
+
+def _as_medication_request(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """A ServiceRequest for a drug read like a MedicationRequest: its ``code`` is the medication."""
+    return {
+        "resourceType": "MedicationRequest",
+        **{k: resource[k] for k in ("id", "status", "intent", "authoredOn") if k in resource},
+        "medicationCodeableConcept": resource.get("code") or {},
+    }
+
+
+def _medications(resource: Mapping[str, Any], locales: tuple[str, ...],
+                 definitions: Mapping[str, Mapping[str, Any]]) -> tuple[list[MedicationFact], list[DataIssue]]:
+    kind = resource.get("resourceType")
+    raw = resource if kind == "MedicationRequest" else _as_medication_request(resource)
+    try:
+        request: MedicationRequest = MEDICATION_REQUEST.validate_python(raw)
+    except ValidationError as exc:
+        detail = f"draft {kind} not read: {exc.error_count()} invalid field(s)"
+        return [], [DataIssue("malformed-resource", detail)]
+    facts, issues = read_medication_request(request, locales, definitions)
+    if kind != "MedicationRequest":
+        facts = [replace(f, provenance=replace(f.provenance, resource_type=str(kind))) for f in facts]
+    # A draft is not yet given: its status stays what the EHR sent ("draft"), never "active".
+    return facts, issues
+
+
+def read_draft_orders(
+    bundle: Mapping[str, Any], patient_id: str, locales: tuple[str, ...] = ("en", "fr")
+) -> list[DraftOrder]:
+    """Every order of ``draftOrders``; raises :class:`DraftOrderError` for an order about another patient."""
+    entries = bundle.get("entry")
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise DraftOrderError("draftOrders.entry must be a list", "context.draftOrders.entry")
+    resources: list[tuple[int, Mapping[str, Any], str | None]] = []
+    for index, entry in enumerate(entries):
+        where = f"context.draftOrders.entry[{index}]"
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("resource"), Mapping):
+            raise DraftOrderError("each draftOrders entry needs a resource", where)
+        resource = entry["resource"]
+        if not isinstance(resource.get("resourceType"), str):
+            raise DraftOrderError("a draft order has no resourceType", f"{where}.resource")
+        rid = resource.get("id")
+        if rid is not None and not isinstance(rid, str):
+            raise DraftOrderError("a draft order id must be a string", f"{where}.resource.id")
+        full_url = entry.get("fullUrl")
+        resources.append((index, resource, full_url if isinstance(full_url, str) else None))
+    aliases = frozenset(url for _, r, url in resources if url and r.get("resourceType") == "Patient"
+                        and r.get("id") == patient_id)
+    definitions: dict[str, Mapping[str, Any]] = {}
+    for _, resource, url in resources:
+        if resource.get("resourceType") == "Medication" and isinstance(resource.get("id"), str):
+            definitions[f"Medication/{resource['id']}"] = resource
+            if url:
+                definitions[url] = resource
+    orders: list[DraftOrder] = []
+    for index, resource, url in resources:
+        kind = str(resource["resourceType"])
+        if kind in {"Patient", "Medication"}:
+            continue
+        reference = _patient_of(resource)
+        if reference is not None and not _is_this_patient(reference, patient_id, aliases):
+            # Security brief §2.2 and issue 15: a draft about another patient is refused, never assessed.
+            raise DraftOrderError(
+                f"a draft {kind} is about another patient than context.patientId",
+                f"context.draftOrders.entry[{index}].resource.{'patient' if 'patient' in resource else 'subject'}",
+            )
+        medications: list[MedicationFact] = []
+        issues: list[DataIssue] = []
+        if kind in {"MedicationRequest", "ServiceRequest"}:
+            medications, issues = _medications(resource, locales, definitions)
+        status = resource.get("status")
+        orders.append(DraftOrder(kind, resource.get("id"), url, status if isinstance(status, str) else None,
+                                 tuple(medications), tuple(issues)))
+    return orders
+
+
+def selected(orders: Sequence[DraftOrder], selections: Sequence[str]) -> list[DraftOrder]:
+    """The orders ``context.selections`` names (order-select); a selection naming nothing is an error."""
+    chosen: list[DraftOrder] = []
+    for index, selection in enumerate(selections):
+        match = next((o for o in orders if selection in {o.reference, o.full_url}), None)
+        if match is None:
+            raise DraftOrderError("a selection names no resource in draftOrders", f"context.selections[{index}]")
+        if match not in chosen:
+            chosen.append(match)
+    return chosen

@@ -1,0 +1,152 @@
+"""Order findings as actionable CDS Hooks 2.0 cards (issue 15), in English or French.
+
+Each card names the draft order (by our own label of the drug: never the sender's text, which stays in the
+audit trail), gives the reason and the two or three facts behind it (value, unit, date), and offers
+suggestions per CDS Hooks 2.0: a ``delete`` action on the draft (``resourceId`` = its relative reference),
+and, where the knowledge names one, the safer alternative as a ``create`` of a draft MedicationRequest built
+and validated with fhir.resources R4B (delete and create in one suggestion: a swap). Cards carry
+``overrideReasons`` and ``extension["calcinosis-cds"] = {"kind": "order-safety", "check": id, "order": ref}``.
+The budgets of the patient-view cards apply (summary under 140 characters, detail within 600 characters).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from fhir.resources.R4B.medicationrequest import MedicationRequest
+
+from fhir_mappings.facts import PatientFacts
+from fhir_mappings.terminology import lookup
+from hooks.engine.cards.lines import Ledger, evidence_lines
+from hooks.engine.cards.render import EXTENSION_KEY, OVERRIDE_REASON_SYSTEM
+from hooks.engine.cards.render import _fit as fit_detail
+from hooks.engine.cards.text import Words
+from hooks.engine.order_checks import OrderFinding
+from hooks.engine.order_knowledge import Alternative, OrderKnowledge
+from hooks.models import SUMMARY_MAX_CHARS, Action, Card, OverrideReason, Source, Suggestion
+
+__all__ = ["ORDER_SAFETY_KIND", "render_order_cards"]
+
+ORDER_SAFETY_KIND = "order-safety"
+_FACTS = 3
+
+
+def _mid_sentence(label: str) -> str:
+    """"Clarithromycin" inside a sentence is "clarithromycin"; an acronym ("IVIG") stays as it is."""
+    return label[:1].lower() + label[1:] if label[1:2].islower() else label
+
+
+class _OrderRenderer:
+    def __init__(self, knowledge: OrderKnowledge, words: Words, facts: PatientFacts, seed: str,
+                 encounter_id: str | None) -> None:
+        self.k = knowledge
+        self.w = words
+        self.facts = facts
+        self.seed = seed
+        self.encounter_id = encounter_id
+        self.ledger = Ledger()
+
+    def uuid_for(self, *parts: str) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, "|".join((self.seed, *parts))))
+
+    def msg(self, key: str, **values: str) -> str:
+        return self.k.message(key, self.w.locale, **values)
+
+    def bold(self, heading: str, text: str) -> str:
+        return f"**{self.msg(heading)}{self.w.colon()}** {text}"
+
+    def card(self, finding: OrderFinding) -> Card:
+        check, locale = finding.check, self.w.locale
+        drug_label = self.w.label(finding.drug.concept)
+        order_label = self.w.label(finding.order_concept)
+        partner_concept = finding.drug.concept if finding.reversed else (finding.partner.concept
+                                                                         if finding.partner else None)
+        partner_label = _mid_sentence(self.w.label(partner_concept)) if partner_concept else ""
+        lines = [self.bold("order", f"{drug_label} ({self.msg('draft')})")]
+        if finding.unknown_fact is not None:
+            summary = self.k.unknown_message("unknown_summary", finding.unknown_fact, locale, order=order_label)
+            lines.append(self.bold("not_recorded",
+                                   self.k.unknown_message("unknown_reason", finding.unknown_fact, locale)))
+        else:
+            summary = check.summary.get(locale).format(order=order_label, partner=partner_label)
+            if finding.variant is not None:
+                reason = check.variants[finding.variant].reason.get(locale)
+            elif finding.reversed and check.reason_reversed is not None:
+                reason = check.reason_reversed.get(locale)
+            else:
+                reason = check.reason.get(locale)
+            lines.append(self.bold("why", reason.format(partner=partner_label)))
+        lines += [f"- {line}" for line in evidence_lines(self.w, finding.evidence, self.ledger, _FACTS)]
+        if any(e.concept == "renal_estimate" and e.text == "egfr-approximation" for e in finding.evidence):
+            lines.append(self.msg("approximate_renal"))
+        if len(summary) > SUMMARY_MAX_CHARS:
+            summary = summary[: SUMMARY_MAX_CHARS - 1] + "…"
+        suggestions = self.suggestions(finding, drug_label)
+        reference = self.k.references[check.reference]
+        extension: dict[str, Any] = {"kind": ORDER_SAFETY_KIND, "check": check.id,
+                                     "order": finding.draft.reference or finding.draft.full_url or
+                                     finding.draft.resource_type}
+        if finding.unknown_fact is not None:
+            extension["notRecorded"] = finding.unknown_fact
+        return Card(
+            uuid=self.uuid_for("card", check.id, extension["order"]),
+            summary=summary,
+            detail=fit_detail(lines),
+            indicator=finding.indicator,
+            source=Source(label=reference.label[:200], url=reference.url),
+            suggestions=suggestions or None,
+            selectionBehavior="at-most-one" if suggestions else None,
+            overrideReasons=[
+                OverrideReason(system=OVERRIDE_REASON_SYSTEM, code=r["code"], display=r["display"][locale])
+                for r in self.k.knowledge.messages["override_reasons"]
+            ],
+            extension={EXTENSION_KEY: extension},
+        )
+
+    def suggestions(self, finding: OrderFinding, drug_label: str) -> list[Suggestion]:
+        draft_ref = finding.draft.reference
+        delete = (Action(type="delete", description=self.msg("remove_action"), resourceId=draft_ref)
+                  if draft_ref else None)
+        found: list[Suggestion] = []
+        alternative = finding.alternative
+        if alternative is not None:
+            name = _mid_sentence(self.w.label(alternative.concept))
+            key = self.uuid_for("suggestion", finding.check.id, draft_ref or "", "replace")
+            create = Action(type="create", description=self.msg("create_action", alternative=name),
+                            resource=self.alternative_request(key, alternative, name))
+            found.append(Suggestion(label=self.msg("replace", alternative=name)[:80], uuid=key,
+                                    actions=[a for a in (delete, create) if a is not None]))
+        if finding.suggest_delete and delete is not None:
+            found.append(Suggestion(label=self.msg("remove", order=_mid_sentence(drug_label))[:80],
+                                    uuid=self.uuid_for("suggestion", finding.check.id, draft_ref or "", "remove"),
+                                    actions=[delete]))
+        return found
+
+    def alternative_request(self, request_id: str, alternative: Alternative, name: str) -> dict[str, Any]:
+        """A draft, proposed R4 MedicationRequest for the alternative, validated with fhir.resources R4B."""
+        match = lookup(alternative.system, alternative.code)
+        display = match.display if match else name
+        body: dict[str, Any] = {
+            "resourceType": "MedicationRequest",
+            "id": request_id,
+            "status": "draft",
+            "intent": "proposal",
+            "medicationCodeableConcept": {
+                "coding": [{"system": alternative.system, "code": alternative.code, "display": display}],
+                "text": name,
+            },
+            "subject": {"reference": f"Patient/{self.facts.patient_id or 'unknown'}"},
+        }
+        if self.encounter_id:
+            body["encounter"] = {"reference": f"Encounter/{self.encounter_id}"}
+        dumped: dict[str, Any] = MedicationRequest.model_validate(body).model_dump(mode="json", exclude_none=True)
+        return dumped
+
+
+def render_order_cards(findings: Sequence[OrderFinding], facts: PatientFacts, knowledge: OrderKnowledge, *,
+                       locale: str, seed: str, encounter_id: str | None = None) -> list[Card]:
+    """One card per finding, most severe first; none when no check fires (most orders)."""
+    renderer = _OrderRenderer(knowledge, Words(knowledge.knowledge, locale), facts, seed, encounter_id)
+    return [renderer.card(finding) for finding in findings]

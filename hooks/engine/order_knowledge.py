@@ -1,0 +1,201 @@
+"""Loads ``hooks/engine/knowledge/order_checks.yaml`` (issue 15), validated against the rest of the knowledge.
+
+A check that names an unknown predicate, drug concept or class, threshold or reference, or an alternative
+whose code is not VERIFIED in the terminology tables, refuses to load: the service does not start with it,
+and ``load_order_checks_from`` tells the reviewer which check is wrong. The content hash covers this file and
+every file of :func:`hooks.engine.knowledge.load_knowledge`, so the audit names the knowledge exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from fhir_mappings.terminology import concept_rows, is_emittable, lookup
+from hooks.engine.knowledge import Knowledge, Localized, Reference, load_knowledge, parse_knowledge_yaml
+
+__all__ = ["ORDER_CHECKS_FILE", "Alternative", "OrderCheck", "OrderKnowledge", "load_order_checks",
+           "load_order_checks_from"]
+
+ORDER_CHECKS_FILE = "order_checks.yaml"
+_COMBINATORS = frozenset({"all", "any"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WithDrug(_Strict):
+    concepts: list[str] = Field(min_length=1)
+    within_days: int | str
+
+
+class UnknownFact(_Strict):
+    """A fact the check needs that is not recorded: the card names it (``fact`` keys the message)."""
+
+    when: dict[str, Any]
+    fact: str
+    indicator: Literal["warning", "info"] = "warning"
+
+
+class Alternative(_Strict):
+    concept: str
+    system: str
+    code: str
+    # Only for drafts of these classes (a non-calcium binder replaces a calcium-based binder, not IV calcium).
+    for_order: list[str] = Field(default_factory=list)
+    basis: str = Field(min_length=1)
+
+
+class Variant(_Strict):
+    when: dict[str, Any]
+    reason: Localized
+    suggest_delete: bool = True
+    alternative: bool = True
+    basis: str = Field(min_length=1)
+
+
+class OrderCheck(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9-]+$")
+    indicator: Literal["critical", "warning"] = "warning"
+    order: list[str] = Field(min_length=1)
+    with_: WithDrug | None = Field(default=None, alias="with")
+    either_order: bool = False
+    delete_reversed: bool = True
+    duplicate: bool = False
+    when: dict[str, Any] | None = None
+    summary: Localized
+    reason: Localized
+    reason_reversed: Localized | None = None
+    variants: list[Variant] = Field(default_factory=list)
+    unknown: list[UnknownFact] = Field(default_factory=list)
+    alternative: Alternative | None = None
+    basis: str = Field(min_length=1)
+    reference: str
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OrderCheck:
+        if self.either_order and (self.with_ is None or self.reason_reversed is None):
+            raise ValueError(f"check {self.id}: either_order needs `with` and `reason_reversed`")
+        if self.when is None and self.with_ is None and not self.duplicate:
+            raise ValueError(f"check {self.id}: give `when`, `with` or `duplicate`")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class OrderKnowledge:
+    checks: tuple[OrderCheck, ...]
+    messages: Mapping[str, Any]
+    references: Mapping[str, Reference]
+    knowledge: Knowledge
+    content_hash: str
+    # Every drug concept or class a check is about: a signing with none of them needs no facts.
+    drugs: frozenset[str] = frozenset()
+
+    def concerns(self, concept: str, groups: tuple[str, ...]) -> bool:
+        """A drug some check is about (as the draft, or as the other drug of an either-order check)."""
+        return concept in self.drugs or any(g in self.drugs for g in groups)
+
+    def message(self, key: str, locale: str, **values: str) -> str:
+        entry = self.messages[key]
+        return str(entry.get(locale) or entry["en"]).format(**values)
+
+    def unknown_message(self, section: str, fact: str, locale: str, **values: str) -> str:
+        entry = self.messages[section][fact]
+        return str(entry.get(locale) or entry["en"]).format(**values)
+
+
+def _checked_drugs(checks: tuple[OrderCheck, ...]) -> frozenset[str]:
+    names: set[str] = set()
+    for check in checks:
+        names.update(check.order)
+        if check.either_order and check.with_ is not None:
+            names.update(check.with_.concepts)
+    return frozenset(names)
+
+
+def _predicate_names(predicate: Mapping[str, Any]) -> Iterator[str]:
+    for name, argument in predicate.items():
+        yield name
+        if name in _COMBINATORS:
+            for part in argument:
+                yield from _predicate_names(part)
+        elif name == "not":
+            yield from _predicate_names(argument)
+
+
+def _drug_vocabulary() -> frozenset[str]:
+    names: set[str] = set()
+    for row in concept_rows():
+        if row.kind == "medication":
+            names.add(row.concept_id)
+            names.update(row.groups)
+    return frozenset(names)
+
+
+def _validate(check: OrderCheck, knowledge: Knowledge, references: Mapping[str, Reference],
+              messages: Mapping[str, Any]) -> None:
+    from hooks.engine.predicates import KNOWN_PREDICATES
+
+    drugs = _drug_vocabulary()
+    named = [*check.order, *(check.with_.concepts if check.with_ else ())]
+    if check.alternative:
+        named += check.alternative.for_order
+    unknown_drugs = sorted(set(named) - drugs)
+    if unknown_drugs:
+        raise ValueError(f"check {check.id}: unknown drug concepts or classes {unknown_drugs}")
+    predicates = [p for p in (check.when, *(v.when for v in check.variants), *(u.when for u in check.unknown)) if p]
+    for predicate in predicates:
+        unknown = sorted(set(_predicate_names(predicate)) - KNOWN_PREDICATES)
+        if unknown:
+            raise ValueError(f"check {check.id}: unknown predicates {unknown}")
+    if check.with_ and isinstance(check.with_.within_days, str) and check.with_.within_days not in knowledge.thresholds:
+        raise ValueError(f"check {check.id}: unknown threshold {check.with_.within_days!r}")
+    if check.reference not in references:
+        raise ValueError(f"check {check.id}: unknown reference {check.reference!r}")
+    for fact in check.unknown:
+        for section in ("unknown_summary", "unknown_reason"):
+            if fact.fact not in messages[section]:
+                raise ValueError(f"check {check.id}: no {section} message for {fact.fact!r}")
+    alternative = check.alternative
+    if alternative is not None:
+        match = lookup(alternative.system, alternative.code)
+        if match is None or match.concept_id != alternative.concept or not is_emittable(alternative.system,
+                                                                                        alternative.code):
+            raise ValueError(f"check {check.id}: the alternative's code is not a VERIFIED {alternative.concept} code")
+
+
+def _build(raw: bytes, knowledge: Knowledge) -> OrderKnowledge:
+    document = parse_knowledge_yaml(raw)
+    own = {k: Reference.model_validate(v) for k, v in (document.get("references") or {}).items()}
+    clash = sorted(set(own) & set(knowledge.references))
+    if clash:
+        raise ValueError(f"{ORDER_CHECKS_FILE}: references already in ruleset.yaml {clash}")
+    references = {**knowledge.references, **own}
+    messages = dict(document["messages"])
+    checks = tuple(OrderCheck.model_validate(c) for c in document["checks"])
+    ids = [c.id for c in checks]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{ORDER_CHECKS_FILE}: duplicate check ids")
+    for check in checks:
+        _validate(check, knowledge, references, messages)
+    digest = hashlib.sha256(knowledge.content_hash.encode() + b"\0" + raw).hexdigest()
+    return OrderKnowledge(checks, messages, references, knowledge, digest, _checked_drugs(checks))
+
+
+@lru_cache(maxsize=1)
+def load_order_checks() -> OrderKnowledge:
+    raw = resources.files("hooks.engine").joinpath("knowledge", ORDER_CHECKS_FILE).read_bytes()
+    return _build(raw, load_knowledge())
+
+
+def load_order_checks_from(path: Path, knowledge: Knowledge | None = None) -> OrderKnowledge:
+    """An edited copy of the order checks, read afresh (tests and reviewers); never seen by the service."""
+    return _build(path.read_bytes(), knowledge or load_knowledge())

@@ -1,0 +1,73 @@
+"""An order-select / order-sign call on the engine (issue 15): the drafts to check, facts built once, the
+assessment of those facts (for its rules and red flags), the order checks and their cards.
+
+Used by the ``calcinosis-medication-safety`` service and by ``calcinosis-cds assess --hook order-sign``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from fhir_mappings import MappingOptions
+from fhir_mappings.draft_orders import DraftOrder, DraftOrderError, read_draft_orders, selected
+from hooks.errors import BadRequest
+from hooks.models import Card, CdsResponse
+from hooks.registry import HookOutcome
+
+__all__ = ["assess_orders", "read_orders"]
+
+
+def read_orders(hook: str, context: Mapping[str, Any], locales: tuple[str, ...]) -> tuple[list[DraftOrder],
+                                                                                        list[DraftOrder]]:
+    """(the drafts to check, every draft): order-select checks its selections, order-sign every draft."""
+    patient_id = str(context["patientId"])
+    try:
+        drafts = read_draft_orders(context["draftOrders"], patient_id, locales)
+        chosen = selected(drafts, context["selections"]) if hook == "order-select" else drafts
+    except DraftOrderError as error:
+        raise BadRequest(str(error), expression=[error.expression]) from None
+    return chosen, drafts
+
+
+def assess_orders(
+    resources: Iterable[dict[str, Any]],
+    *,
+    patient_id: str,
+    to_check: Sequence[DraftOrder],
+    all_drafts: Sequence[DraftOrder],
+    now: datetime,
+    locale: str,
+    seed: str,
+    options: MappingOptions | None = None,
+    unavailable: Iterable[str] = (),
+    patient_aliases: Iterable[str] = (),
+    encounter_id: str | None = None,
+) -> tuple[list[Card], HookOutcome]:
+    """The cards for these drafts, and what the audit keeps (check ids, facts used, knowledge hash)."""
+    from hooks.engine.assessment import assess
+    from hooks.engine.cards.order_card import render_order_cards
+    from hooks.engine.order_checks import check_orders
+    from hooks.engine.order_knowledge import load_order_checks
+    from hooks.engine.service import facts_from_resources
+
+    knowledge = load_order_checks()
+    silent = HookOutcome(response=CdsResponse(cards=[]), ruleset_version=knowledge.knowledge.version,
+                         ruleset_hash=knowledge.content_hash)
+    if not any(knowledge.concerns(m.concept, m.groups) for d in to_check for m in d.medications):
+        return [], silent
+    facts = facts_from_resources(resources, patient_id=patient_id, now=now, options=options,
+                                 patient_aliases=patient_aliases, unavailable=unavailable)
+    if facts.deceased:
+        return [], silent
+    findings = check_orders(facts, assess(facts, knowledge.knowledge), to_check, all_drafts, knowledge)
+    cards = render_order_cards(findings, facts, knowledge, locale=locale, seed=seed, encounter_id=encounter_id)
+    outcome = HookOutcome(
+        response=CdsResponse(cards=cards),
+        rules_fired=list(dict.fromkeys(f"order:{f.check.id}" for f in findings)),
+        facts_used=[e.to_dict() for f in findings for e in f.evidence],
+        ruleset_version=knowledge.knowledge.version,
+        ruleset_hash=knowledge.content_hash,
+    )
+    return cards, outcome

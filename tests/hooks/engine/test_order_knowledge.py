@@ -1,0 +1,84 @@
+"""Issue 15: the order checks are reviewable data, and a wrong edit refuses to load (with the check named)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fhir_mappings.terminology import is_emittable
+from hooks.engine.knowledge import PACKAGE_KNOWLEDGE_DIR
+from hooks.engine.order_knowledge import ORDER_CHECKS_FILE, load_order_checks, load_order_checks_from
+
+ISSUE_CHECKS = {
+    "neonatal-ceftriaxone-calcium", "calcium-vitamin-d-high-calcium", "warfarin-calciphylaxis",
+    "bisphosphonate-renal", "colchicine-strong-inhibitor", "colchicine-renal", "tetracycline-child-pregnancy",
+    "aluminium-ckd", "duplicate-therapy",
+}
+
+
+def test_every_check_of_the_issue_is_there_with_a_citation_and_a_source() -> None:
+    knowledge = load_order_checks()
+    assert {c.id for c in knowledge.checks} == ISSUE_CHECKS
+    for check in knowledge.checks:
+        assert check.basis.strip()
+        assert check.reference in knowledge.references
+    # Critical is reserved for the red flags of brief §5d (rule C4): only the neonatal check is one.
+    assert [c.id for c in knowledge.checks if c.indicator == "critical"] == ["neonatal-ceftriaxone-calcium"]
+
+
+def test_alternatives_offered_are_verified_codes() -> None:
+    for check in load_order_checks().checks:
+        if check.alternative is not None:
+            assert is_emittable(check.alternative.system, check.alternative.code)
+
+
+def test_the_hash_changes_with_the_order_checks(tmp_path: Path) -> None:
+    edited = tmp_path / ORDER_CHECKS_FILE
+    text = (PACKAGE_KNOWLEDGE_DIR / ORDER_CHECKS_FILE).read_text(encoding="utf-8")
+    edited.write_text(text.replace("within_days: 7", "within_days: 8"), encoding="utf-8")
+    assert load_order_checks_from(edited).content_hash != load_order_checks().content_hash
+
+
+def _edited(tmp_path: Path, change: dict[str, object]) -> Path:
+    document = yaml.safe_load((PACKAGE_KNOWLEDGE_DIR / ORDER_CHECKS_FILE).read_text(encoding="utf-8"))
+    document["checks"][0].update(change)
+    path = tmp_path / ORDER_CHECKS_FILE
+    path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"when": {"age_below_months": 1}}, "unknown predicates"),
+        ({"order": ["ceftriaxon"]}, "unknown drug concepts"),
+        ({"reference": "nowhere"}, "unknown reference"),
+        ({"with": {"concepts": ["iv_calcium"], "within_days": "no_such_threshold"}}, "unknown threshold"),
+        ({"alternative": {"concept": "sevelamer", "system": "http://www.whocc.no/atc", "code": "V03AE03",
+                          "basis": "x"}}, "not a VERIFIED sevelamer code"),
+        ({"basis": ""}, "basis"),
+    ],
+)
+def test_a_wrong_edit_refuses_to_load(tmp_path: Path, change: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_order_checks_from(_edited(tmp_path, change))
+
+
+def test_knowledge_check_validates_the_order_checks_against_the_edited_knowledge(tmp_path: Path) -> None:
+    from hooks.engine.knowledge import KNOWLEDGE_FILES
+    from hooks.engine.knowledge_check import check_knowledge
+
+    directory = tmp_path / "knowledge"
+    directory.mkdir()
+    for name in (*KNOWLEDGE_FILES, ORDER_CHECKS_FILE):
+        (directory / name).write_bytes((PACKAGE_KNOWLEDGE_DIR / name).read_bytes())
+    assert not [p for p in check_knowledge(directory)[1] if p.file == ORDER_CHECKS_FILE]
+    # A reference the order checks cite disappears from ruleset.yaml: the order checks no longer load.
+    ruleset = directory / "ruleset.yaml"
+    ruleset.write_text(ruleset.read_text(encoding="utf-8").replace("  fda_ceftriaxone:", "  fda_ceftriaxone_x:"),
+                       encoding="utf-8")
+    problems = [p for p in check_knowledge(directory)[1] if p.file == ORDER_CHECKS_FILE]
+    assert [p.severity for p in problems] == ["error"]
+    assert "fda_ceftriaxone" in problems[0].message
