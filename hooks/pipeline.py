@@ -89,6 +89,7 @@ async def _service_call(
         locale = preferred_locale(request.headers.get("accept-language"), settings.locale)
         record.locale = locale
         context_values = context.model_dump()
+        prepared = service.prepare(context_values) if service.prepare is not None else None
         deadline = time.monotonic() + settings.fhir_deadline_s
         with runtime.metrics.stage("prefetch_resolution"):
             now = runtime.clock()
@@ -108,7 +109,8 @@ async def _service_call(
                     f"CDS Hooks prefetch key '{key}' was absent or its data could not be obtained ({failure})",
                     expression=[f"prefetch.{key}"],
                 )
-        call = HookCall(request=cds_request, context=context_values, data=data, locale=locale, now=runtime.clock())
+        call = HookCall(request=cds_request, context=context_values, data=data, locale=locale, now=runtime.clock(),
+                        prepared=prepared)
         with runtime.metrics.stage("engine"):
             outcome = await run_off_loop(
                 runtime.workers, settings.assess_timeout_s, "the assessment", lambda: service.handler(call)

@@ -27,6 +27,8 @@ class HookCall:
     data: ResolvedData
     locale: str
     now: datetime
+    # What the service's ``prepare`` read from the context before any data was fetched (the draft orders).
+    prepared: Any = None
 
 
 @dataclass(slots=True)
@@ -62,6 +64,10 @@ class ServiceDefinition:
     # Per key, the longest look-back any rule reads: a newest-first list that reaches past it is complete
     # without its later pages, and the service's own query asks for that window only (issue 11).
     look_back: Mapping[str, LookBack] = field(default_factory=dict)
+    # Reads and strictly validates the hook's own context fields (order-sign's draftOrders) before any prefetch
+    # is resolved or FHIR server called: a draft about another patient is a 400 that costs no query. Raises
+    # BadRequest; its result reaches the handler as ``HookCall.prepared``.
+    prepare: Callable[[Mapping[str, Any]], Any] | None = None
 
     def descriptor(self) -> ServiceDescriptor:
         return ServiceDescriptor(

@@ -10,8 +10,14 @@ fires, which covers most orders; a call whose drafts order no drug the checks kn
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
 from fhir_mappings import MappingOptions
 from hooks.registry import HookCall, HookOutcome, LookBack, ServiceDefinition
+
+if TYPE_CHECKING:
+    from fhir_mappings.draft_orders import DraftOrder
 
 __all__ = ["HOOKS", "SERVICE_ID", "medication_safety_services"]
 
@@ -48,8 +54,15 @@ def medication_safety_services(
         chemistry_lookback_days=chemistry_lookback_days, serology_lookback_days=serology_lookback_days
     )
 
+    def prepare_for(hook: str) -> Callable[[Mapping[str, Any]], tuple[list[DraftOrder], list[DraftOrder]]]:
+        def prepare(context: Mapping[str, Any]) -> tuple[list[DraftOrder], list[DraftOrder]]:
+            return read_orders(hook, context, options.locale_text_matching)
+
+        return prepare
+
     def handle(call: HookCall) -> HookOutcome:
-        to_check, drafts = read_orders(call.request.hook, call.context, options.locale_text_matching)
+        # Read and checked in ``prepare``, before any data was fetched (a draft for another patient is a 400).
+        to_check, drafts = call.prepared or read_orders(call.request.hook, call.context, options.locale_text_matching)
         unavailable = [key for key, data in call.data.keys.items() if not data.obtained]
         resources = [r for key in call.data.keys for r in call.data.resources(key)]
         encounter = call.context.get("encounterId")
@@ -70,6 +83,7 @@ def medication_safety_services(
             essential_keys=ESSENTIAL_KEYS,
             look_back={"observations": LookBack(max(chemistry_lookback_days, serology_lookback_days))},
             handler=handle,
+            prepare=prepare_for(hook),
             usage_requirements=(
                 "Reads context.draftOrders (MedicationRequest, and ServiceRequest coded as a drug) and, for "
                 "order-select, context.selections; plus Patient, Condition, Observation (LOINC), "

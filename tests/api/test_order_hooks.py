@@ -9,9 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import respx
 
 from hooks.audit import MemoryAuditStore
 from tests.conftest import load_fixture
+from tests.conftest import test_settings as service_settings
 from tests.fhir_builders import medication, patient, prefetch_for
 from tests.hooks.engine.order_support import draft, draft_bundle
 
@@ -76,6 +78,26 @@ async def test_a_draft_order_about_another_patient_is_refused(make_client: Calla
     outcome = response.json()
     assert outcome["resourceType"] == "OperationOutcome"
     assert outcome["issue"][0]["expression"] == ["context.draftOrders.entry[1].resource.subject"]
+
+
+async def test_a_draft_for_another_patient_is_refused_before_the_fhir_server_is_asked(
+    make_client: Callable[..., Any], respx_mock: respx.MockRouter
+) -> None:
+    """Strict context first: with no prefetch, the service would query the EHR; a wrong draft costs no query."""
+    server = "https://ehr.example.org/fhir"
+    route = respx_mock.get(url__startswith=server).respond(200, json={"resourceType": "Bundle", "type": "searchset"})
+    body = library_body("order-sign")
+    body["context"]["draftOrders"]["entry"][1]["resource"]["subject"] = {"reference": "Patient/someone-else"}
+    del body["prefetch"]
+    body["fhirServer"] = server
+    body["fhirAuthorization"] = {"access_token": "t0ken-abc", "token_type": "Bearer", "expires_in": 300,
+                                 "scope": "patient/*.read", "subject": "cds-service"}
+    settings = service_settings(fhir_allowed_bases=[server])
+    async with make_client(settings=settings) as client:
+        response = await client.post(SERVICE, json=body)
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["expression"] == ["context.draftOrders.entry[1].resource.subject"]
+    assert not route.called
 
 
 async def test_a_selection_naming_nothing_in_draft_orders_is_refused(make_client: Callable[..., Any]) -> None:
