@@ -20,8 +20,7 @@ from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir_mappings.facts import PatientFacts
 from fhir_mappings.terminology import lookup
 from hooks.engine.cards.lines import Ledger, evidence_lines
-from hooks.engine.cards.render import EXTENSION_KEY, OVERRIDE_REASON_SYSTEM
-from hooks.engine.cards.render import _fit as fit_detail
+from hooks.engine.cards.render import EXTENSION_KEY, OVERRIDE_REASON_SYSTEM, fit_detail
 from hooks.engine.cards.text import Words
 from hooks.engine.order_checks import OrderFinding
 from hooks.engine.order_knowledge import Alternative, OrderKnowledge

@@ -29,7 +29,9 @@ from hooks.engine.evidence import Evidence
 from hooks.engine.knowledge import FlagDefinition, Knowledge, RiskDefinition, load_knowledge
 from hooks.models import SUMMARY_MAX_CHARS, Action, Card, OverrideReason, Source, Suggestion
 
-__all__ = ["EXTENSION_KEY", "MAX_DETAIL_CHARS", "MAX_DETAIL_LINES", "OVERRIDE_REASON_SYSTEM", "render_cards"]
+__all__ = [
+    "EXTENSION_KEY", "MAX_DETAIL_CHARS", "MAX_DETAIL_LINES", "OVERRIDE_REASON_SYSTEM", "fit_detail", "render_cards",
+]
 
 EXTENSION_KEY = "calcinosis-cds"
 # Our own code system for override reasons (CDS Hooks #overridereason lets the service define them).
@@ -40,7 +42,7 @@ _LOINC = "http://loinc.org"
 _FACTS: Final = 4
 
 
-def _fit(lines: list[str]) -> str:
+def fit_detail(lines: list[str]) -> str:
     """Keep lines in priority order within the detail budget (the first line always)."""
     kept: list[str] = []
     used = 0
@@ -96,7 +98,7 @@ class _Renderer:
         return Card(
             uuid=self.uuid_for("card", key),
             summary=summary,
-            detail=_fit(lines),
+            detail=fit_detail(lines),
             indicator=indicator,
             source=self.source(reference),
             suggestions=suggestions or None,
