@@ -15,6 +15,8 @@ ISSUE_CHECKS = {
     "neonatal-ceftriaxone-calcium", "calcium-vitamin-d-high-calcium", "warfarin-calciphylaxis",
     "bisphosphonate-renal", "colchicine-strong-inhibitor", "colchicine-renal", "tetracycline-child-pregnancy",
     "aluminium-ckd", "duplicate-therapy",
+    # Added after the clinical review: per-product bisphosphonate limits, nutritional vitamin D (rule C7).
+    "bisphosphonate-renal-30", "nutritional-vitamin-d-high-calcium",
 }
 
 
@@ -37,7 +39,7 @@ def test_alternatives_offered_are_verified_codes() -> None:
 def test_the_hash_changes_with_the_order_checks(tmp_path: Path) -> None:
     edited = tmp_path / ORDER_CHECKS_FILE
     text = (PACKAGE_KNOWLEDGE_DIR / ORDER_CHECKS_FILE).read_text(encoding="utf-8")
-    edited.write_text(text.replace("within_days: 7", "within_days: 8"), encoding="utf-8")
+    edited.write_text(text.replace("within_days: neonate_days", "within_days: 8"), encoding="utf-8")
     assert load_order_checks_from(edited).content_hash != load_order_checks().content_hash
 
 
