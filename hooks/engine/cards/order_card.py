@@ -109,7 +109,9 @@ class _OrderRenderer:
         lines += [f"- {line}" for line in evidence_lines(self.w, finding.evidence, self.ledger, _FACTS)]
         if finding.route_unknown:
             lines.append(self.msg("route_unknown"))
-        if any(e.concept == "renal_estimate" and e.text == "egfr-approximation" for e in finding.evidence):
+        weight_named = any(f.fact == "weight" for f in finding.unknown)  # its own words already say it
+        if not weight_named and any(e.concept == "renal_estimate" and e.text == "egfr-approximation"
+                                    for e in finding.evidence):
             lines.append(self.msg("approximate_renal"))
         if len(summary) > SUMMARY_MAX_CHARS:
             summary = summary[: SUMMARY_MAX_CHARS - 1] + "…"

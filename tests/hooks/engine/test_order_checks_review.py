@@ -108,6 +108,7 @@ def test_eGFR_approximation_without_weight_names_the_missing_weight(locale: str,
     assert extension(card)["notRecorded"] == "weight"
     assert ("pas de poids récent" if locale == "fr" else "no recent weight") in card.summary
     assert any(("DFG" if locale == "fr" else "eGFR") in line for line in facts_of(card))
+    assert text(card).count("approximation") == 1  # said once, in the missing-weight words
 
 
 def test_a_recent_weight_gives_a_cockcroft_gault_crcl_and_no_weight_card() -> None:
