@@ -115,7 +115,8 @@ def _nutrition_as_medication_request(resource: Mapping[str, Any]) -> dict[str, A
              for t in _concept_texts(formula.get(key))]
     diet = _mapping(resource.get("oralDiet"))
     texts += _concept_texts(diet.get("type"))
-    for supplement in resource.get("supplement") or []:
+    supplements = resource.get("supplement")
+    for supplement in supplements if isinstance(supplements, list) else []:
         if isinstance(supplement, Mapping):
             texts += _concept_texts(supplement.get("type")) + _concept_texts(supplement.get("productName"))
     body: dict[str, Any] = {
