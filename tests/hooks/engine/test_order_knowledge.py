@@ -61,6 +61,17 @@ def _edited(tmp_path: Path, change: dict[str, object]) -> Path:
         ({"alternative": {"concept": "sevelamer", "system": "http://www.whocc.no/atc", "code": "V03AE03",
                           "basis": "x"}}, "not a VERIFIED sevelamer code"),
         ({"basis": ""}, "basis"),
+        # Fields added after the clinical review are validated too.
+        ({"except": {"concepts": ["iv_calcum"]}}, "unknown drug concepts"),
+        ({"variants": [{"when": {"always": True}, "basis": "x"}]}, "needs a summary or a reason"),
+        ({"variants": [{"when": {"always": True}, "for_order": ["no_such_class"], "reason": {"en": "a", "fr": "b"},
+                        "basis": "x"}]}, "unknown drug concepts"),
+        ({"with": None, "either_order": False}, "without_partner needs"),
+        ({"unknown": [{"when": {"always": True}, "fact": "no-such-fact"}]}, "no unknown_summary message"),
+        ({"alternative": {"concept": "sevelamer", "system": "http://www.whocc.no/atc", "code": "V03AE02",
+                          "unless_current": ["no_such_class"], "basis": "x"}}, "unknown drug concepts"),
+        ({"alternative": {"concept": "sevelamer", "system": "http://www.whocc.no/atc", "code": "V03AE02",
+                          "when": {"no_such_predicate": 1}, "basis": "x"}}, "unknown predicates"),
     ],
 )
 def test_a_wrong_edit_refuses_to_load(tmp_path: Path, change: dict[str, object], message: str) -> None:
