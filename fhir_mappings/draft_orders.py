@@ -2,8 +2,9 @@
 
 Hook library 1.0.1: ``context.draftOrders`` is a Bundle of request resources not yet signed (MedicationRequest,
 ServiceRequest, NutritionOrder, DeviceRequest...); ``order-select`` adds ``context.selections``, ``Type/id``
-references into that Bundle. Only orders for drugs are read here: a MedicationRequest, and a ServiceRequest
-whose ``code`` names a drug (an IV calcium infusion ordered as a service). Both go through the one medication
+references into that Bundle. Only orders for drugs are read here: a MedicationRequest, a ServiceRequest
+whose ``code`` names a drug (an IV calcium infusion ordered as a service), and a NutritionOrder whose formula or
+diet names parenteral nutrition or a calcium additive (read by its words). Both go through the one medication
 recogniser (:func:`fhir_mappings.medications.read_medication_request`: ATC, RxNorm, then EN/FR names), so a
 draft and a current order are recognised alike.
 
@@ -86,10 +87,56 @@ def _as_medication_request(resource: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _concept_texts(value: Any) -> list[str]:
+    """The text and displays of a CodeableConcept (or a list of them), and plain strings (product names)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [t for item in value for t in _concept_texts(item)]
+    if not isinstance(value, Mapping):
+        return []
+    texts = [value["text"]] if isinstance(value.get("text"), str) else []
+    codings = value.get("coding")
+    for coding in codings if isinstance(codings, list) else []:
+        if isinstance(coding, Mapping) and isinstance(coding.get("display"), str):
+            texts.append(coding["display"])
+    return texts
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _nutrition_as_medication_request(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """A NutritionOrder read like a MedicationRequest by its words: parenteral nutrition, or a calcium additive,
+    named in its formula or diet (brief §9.2: calcium-containing parenteral nutrition; review of issue 15)."""
+    formula: Mapping[str, Any] = _mapping(resource.get("enteralFormula"))
+    texts = [t for key in ("baseFormulaType", "baseFormulaProductName", "additiveType", "additiveProductName")
+             for t in _concept_texts(formula.get(key))]
+    diet = _mapping(resource.get("oralDiet"))
+    texts += _concept_texts(diet.get("type"))
+    supplements = resource.get("supplement")
+    for supplement in supplements if isinstance(supplements, list) else []:
+        if isinstance(supplement, Mapping):
+            texts += _concept_texts(supplement.get("type")) + _concept_texts(supplement.get("productName"))
+    body: dict[str, Any] = {
+        "resourceType": "MedicationRequest",
+        **{k: resource[k] for k in ("id", "status", "intent") if k in resource},
+        "medicationCodeableConcept": {"text": " ; ".join(texts)} if texts else {},
+    }
+    if isinstance(resource.get("dateTime"), str):
+        body["authoredOn"] = resource["dateTime"]
+    route = formula.get("routeofAdministration")
+    if isinstance(route, Mapping):
+        body["dosageInstruction"] = [{"route": route}]
+    return body
+
+
 def _medications(resource: Mapping[str, Any], locales: tuple[str, ...],
                  definitions: Mapping[str, Mapping[str, Any]]) -> tuple[list[MedicationFact], list[DataIssue]]:
     kind = resource.get("resourceType")
-    raw = resource if kind == "MedicationRequest" else _as_medication_request(resource)
+    raw = (resource if kind == "MedicationRequest" else _nutrition_as_medication_request(resource)
+           if kind == "NutritionOrder" else _as_medication_request(resource))
     try:
         request: MedicationRequest = MEDICATION_REQUEST.validate_python(raw)
     except ValidationError as exc:
@@ -146,7 +193,7 @@ def read_draft_orders(
             )
         medications: list[MedicationFact] = []
         issues: list[DataIssue] = []
-        if kind in {"MedicationRequest", "ServiceRequest"}:
+        if kind in {"MedicationRequest", "ServiceRequest", "NutritionOrder"}:
             medications, issues = _medications(resource, locales, definitions)
         status = resource.get("status")
         orders.append(DraftOrder(kind, resource.get("id"), url, status if isinstance(status, str) else None,

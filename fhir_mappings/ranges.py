@@ -29,6 +29,8 @@ class _Band:
 # One entry per (analyte, age band[, sex]); the first matching entry wins (rule C3).
 _DEFAULTS: Final[dict[str, tuple[_Band, ...]]] = {
     "calcium_total": (_Band(8.5, 10.5),),
+    # §9.6: ionised 1.1-1.35 mmol/L (x 4.008 = 4.4-5.4 mg/dL); §4b prefers it when one exists (issue 15 review).
+    "calcium_ionized": (_Band(4.4, 5.4),),
     "phosphate": (_Band(2.5, 4.5, min_age=18), _Band(4.0, 7.0, max_age=13)),
     "pth_intact": (_Band(15.0, 65.0),),
     # §4e lists 25-OH-D as bands; the first interval that is a normal range is "20–50 optimal".

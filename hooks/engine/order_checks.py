@@ -9,14 +9,14 @@ gives a "not recorded" finding naming it; it never assumes the safe value.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fhir_mappings.draft_orders import DraftOrder
 from fhir_mappings.facts import MedicationFact, PatientFacts
 from hooks.engine.assessment import Assessment
 from hooks.engine.context import EvalContext
 from hooks.engine.evidence import Evidence, Result, medication_evidence
-from hooks.engine.order_knowledge import Alternative, OrderCheck, OrderKnowledge
+from hooks.engine.order_knowledge import Alternative, OrderCheck, OrderKnowledge, UnknownFact
 from hooks.engine.predicates import evaluate
 
 __all__ = ["OrderFinding", "check_orders"]
@@ -35,11 +35,21 @@ class OrderFinding:
     # The draft is the check's `with` drug (calcium ordered for a neonate already on ceftriaxone).
     reversed: bool
     evidence: tuple[Evidence, ...]
-    # Set when the check could not be made: the fact that is not recorded ("pregnancy", "renal-function").
-    unknown_fact: str | None = None
+    # Set when the check could not be made: every fact that is not recorded ("pregnancy", "renal-function"),
+    # with this check's words for it.
+    unknown: tuple[UnknownFact, ...] = ()
     variant: int | None = None
     alternative: Alternative | None = None
     suggest_delete: bool = True
+    # The patient predicate holds but no `with` drug is recorded (check.without_partner gives the words).
+    without_partner: bool = False
+    # The `with` drug (or the draft) must be IV and its route is not recorded: counted, and the card says so.
+    route_unknown: bool = False
+
+    @property
+    def unknown_fact(self) -> str | None:
+        """The first missing fact (the card extension's ``notRecorded``)."""
+        return self.unknown[0].fact if self.unknown else None
 
     @property
     def order_concept(self) -> str:
@@ -69,6 +79,12 @@ def _draft_evidence(medication: MedicationFact) -> Evidence:
                     flags=("draft",))
 
 
+def _shown(evidence: Sequence[Evidence]) -> tuple[Evidence, ...]:
+    """Each fact once, and no empty line for a fact that is missing (an unknown age has no value to show)."""
+    kept = [e for e in evidence if not (e.kind == "demographic" and not e.text)]
+    return tuple(dict.fromkeys(kept))
+
+
 class _Checker:
     def __init__(self, facts: PatientFacts, ctx: EvalContext, knowledge: OrderKnowledge,
                  unchecked_drafts: Sequence[DraftOrder]) -> None:
@@ -76,6 +92,18 @@ class _Checker:
         self.ctx = ctx
         self.k = knowledge
         self.unchecked = unchecked_drafts
+
+    def route_allows(self, medication: MedicationFact, route: str | None) -> bool:
+        """An order recorded as oral is not an IV product (brief §9.2: calcium-containing IV solutions)."""
+        return route is None or self.k.route_of(medication.route, medication.text) != "oral"
+
+    def is_with_drug(self, check: OrderCheck, medication: MedicationFact) -> bool:
+        assert check.with_ is not None
+        return _matches(medication, check.with_.concepts) and self.route_allows(medication, check.with_.route)
+
+    def is_excepted(self, check: OrderCheck, drug: MedicationFact) -> bool:
+        excepted = check.except_
+        return excepted is not None and _matches(drug, excepted.concepts) and self.route_allows(drug, excepted.route)
 
     def current(self, concepts: Sequence[str], days: int, draft: DraftOrder) -> list[MedicationFact]:
         return [m for m in self.facts.medications
@@ -95,27 +123,45 @@ class _Checker:
         assert check.with_ is not None
         concepts = check.order if reversed_ else check.with_.concepts
         days = int(self.k.knowledge.threshold(check.with_.within_days))
-        found = self.current(concepts, days, draft)
+        route = None if reversed_ else check.with_.route  # the ceftriaxone partner has no route condition
+        found = [m for m in self.current(concepts, days, draft) if self.route_allows(m, route)]
         if found:
             return found[0], False
         # A draft of the `order` drug that is itself checked fires its own card: the reverse is not repeated.
-        others = self.drafted(concepts, self.unchecked if reversed_ else all_drafts, draft)
+        others = [m for m in self.drafted(concepts, self.unchecked if reversed_ else all_drafts, draft)
+                  if self.route_allows(m, route)]
         return (others[0], True) if others else (None, False)
 
-    def unknown(self, check: OrderCheck) -> tuple[str, str, tuple[Evidence, ...]] | None:
+    def without_own_class(self, check: OrderCheck, drug: MedicationFact) -> EvalContext:
+        """The context without current orders of the drafted drug's classes (addendum S29, review of issue 15:
+        renewing a binder must not count that binder as the calciphylaxis risk factor)."""
+        own = {drug.concept, *(g for g in drug.groups if g in check.order)}
+        kept = tuple(m for m in self.facts.medications if not (own & {m.concept, *m.groups}))
+        return replace(self.ctx, facts=replace(self.facts, medications=kept), gates={})
+
+    def unknowns(self, check: OrderCheck, ctx: EvalContext, partner_missing: bool) -> tuple[list[UnknownFact],
+                                                                                             list[Evidence]]:
+        """The missing facts to name; with no `with` drug on record, only those that need none (and the
+        medications, whose absence may be why no partner was found)."""
+        facts: list[UnknownFact] = []
+        evidence: list[Evidence] = []
         for fact in check.unknown:
-            result = evaluate(fact.when, self.ctx)
+            if partner_missing and fact.needs_partner and fact.fact != "medications":
+                continue
+            result = evaluate(fact.when, ctx)
             if result:
-                return fact.fact, fact.indicator, result.evidence
-        return None
+                facts.append(fact)
+                evidence.extend(result.evidence)
+        return facts, evidence
 
     def run(self, check: OrderCheck, draft: DraftOrder, drug: MedicationFact,
             all_drafts: Sequence[DraftOrder]) -> OrderFinding | None:
-        direct = _matches(drug, check.order)
+        direct = _matches(drug, check.order) and not self.is_excepted(check, drug)
         reversed_ = (not direct and check.either_order and check.with_ is not None
-                     and _matches(drug, check.with_.concepts))
+                     and self.is_with_drug(check, drug))
         if not (direct or reversed_):
             return None
+        ctx = self.without_own_class(check, drug) if check.discount_own_class else self.ctx
         partner: MedicationFact | None = None
         partner_evidence: tuple[Evidence, ...] = ()
         needs_partner = check.duplicate or check.with_ is not None
@@ -123,35 +169,61 @@ class _Checker:
             partner, is_draft = self.partner(check, drug, draft, reversed_, all_drafts)
             if partner is not None:
                 partner_evidence = (_draft_evidence(partner) if is_draft else medication_evidence(partner),)
-        holds = Result(True) if check.when is None else evaluate(check.when, self.ctx)
+        iv = check.with_ is not None and check.with_.route == "intravenous"
+        with_drug = drug if reversed_ else partner
+        route_unknown = iv and with_drug is not None and self.k.route_of(with_drug.route, with_drug.text) is None
+        holds = Result(True) if check.when is None else evaluate(check.when, ctx)
         if holds and (partner is not None or not needs_partner):
-            return self._fired(check, draft, drug, partner, reversed_, (*partner_evidence, *holds.evidence))
-        missing = self.unknown(check)
-        if missing is None or (needs_partner and partner is None and missing[0] != "medications"):
-            return None
-        fact, indicator, evidence = missing
-        return OrderFinding(check, indicator, draft, drug, partner, reversed_, (*partner_evidence, *evidence),
-                            unknown_fact=fact, suggest_delete=False)
+            return self._fired(check, ctx, draft, drug, partner, reversed_,
+                               (*partner_evidence, *holds.evidence), route_unknown)
+        missing, evidence = self.unknowns(check, ctx, needs_partner and partner is None)
+        if missing:
+            indicator = min((f.indicator for f in missing), key=lambda i: _INDICATOR_ORDER[i])
+            return OrderFinding(check, indicator, draft, drug, partner, reversed_,
+                                _shown((*partner_evidence, *evidence)), unknown=tuple(missing), suggest_delete=False)
+        if holds and check.without_partner is not None and not reversed_:
+            return OrderFinding(check, check.without_partner.indicator, draft, drug, None, False,
+                                _shown(holds.evidence), without_partner=True, suggest_delete=False)
+        return None
 
-    def _fired(self, check: OrderCheck, draft: DraftOrder, drug: MedicationFact, partner: MedicationFact | None,
-               reversed_: bool, evidence: tuple[Evidence, ...]) -> OrderFinding:
+    def alternative_for(self, check: OrderCheck, ctx: EvalContext, draft: DraftOrder,
+                        drug: MedicationFact) -> Alternative | None:
+        alternative = check.alternative
+        if alternative is None:
+            return None
+        if alternative.for_order and not _matches(drug, alternative.for_order):
+            return None
+        # A combination product (aspirin with calcium carbonate) or a draft of several ingredients: replacing it
+        # would also remove the other ingredients (review of issue 15, finding 3).
+        if "combination_product" in drug.groups or len(draft.medications) > 1:
+            return None
+        if alternative.when is not None and not evaluate(alternative.when, ctx):
+            return None
+        for medication in self.facts.medications:
+            if medication.is_current and (medication.concept == alternative.concept
+                                          or _matches(medication, alternative.unless_current)):
+                return None  # already taken, or a drug of the same class: replacing by it would be a duplicate
+        return alternative
+
+    def _fired(self, check: OrderCheck, ctx: EvalContext, draft: DraftOrder, drug: MedicationFact,
+               partner: MedicationFact | None, reversed_: bool, evidence: tuple[Evidence, ...],
+               route_unknown: bool) -> OrderFinding:
         variant: int | None = None
         for index, candidate in enumerate(check.variants):
-            result = evaluate(candidate.when, self.ctx)
+            if candidate.for_order and not _matches(drug, candidate.for_order):
+                continue
+            result = evaluate(candidate.when, ctx)
             if result:
                 # What changed the advice comes first among the facts (the valve, hypoparathyroidism).
                 variant, evidence = index, (*result.evidence, *evidence)
                 break
         chosen = check.variants[variant] if variant is not None else None
-        alternative = check.alternative if not reversed_ and (chosen is None or chosen.alternative) else None
-        if alternative is not None and alternative.for_order and not _matches(drug, alternative.for_order):
-            alternative = None
-        if alternative is not None and any(m.concept == alternative.concept and m.is_current
-                                           for m in self.facts.medications):
-            alternative = None  # already taken: replacing by it would be a duplicate
+        alternative = (self.alternative_for(check, ctx, draft, drug)
+                       if not reversed_ and (chosen is None or chosen.alternative) else None)
         delete = check.delete_reversed if reversed_ else (chosen.suggest_delete if chosen else True)
-        return OrderFinding(check, check.indicator, draft, drug, partner, reversed_, evidence, variant=variant,
-                            alternative=alternative, suggest_delete=delete and draft.reference is not None)
+        return OrderFinding(check, check.indicator, draft, drug, partner, reversed_, _shown(evidence),
+                            variant=variant, alternative=alternative,
+                            suggest_delete=delete and draft.reference is not None, route_unknown=route_unknown)
 
 
 def check_orders(
@@ -179,9 +251,11 @@ def check_orders(
                 finding = checker.run(check, draft, drug, all_drafts)
                 if finding is None:
                     continue
-                if finding.unknown_fact is not None:
-                    if (finding.unknown_fact, index) in unknowns:
+                if finding.unknown:
+                    fresh = tuple(f for f in finding.unknown if (f.fact, index) not in unknowns)
+                    if not fresh:
                         continue
-                    unknowns.add((finding.unknown_fact, index))
+                    unknowns.update((f.fact, index) for f in fresh)
+                    finding = replace(finding, unknown=fresh)
                 findings[(check.id, index)] = finding
     return sorted(findings.values(), key=lambda f: _INDICATOR_ORDER.get(f.indicator, 3))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fhir_mappings.terminology import concept_rows, is_emittable, lookup
+from fhir_mappings.terminology import concept_groups, concept_ids, concept_rows, fold_text, is_emittable, lookup
 from hooks.engine.knowledge import Knowledge, Localized, Reference, load_knowledge, parse_knowledge_yaml
 
-__all__ = ["ORDER_CHECKS_FILE", "Alternative", "OrderCheck", "OrderKnowledge", "load_order_checks",
+__all__ = ["ORDER_CHECKS_FILE", "Alternative", "OrderCheck", "OrderKnowledge", "UnknownFact", "load_order_checks",
            "load_order_checks_from"]
 
 ORDER_CHECKS_FILE = "order_checks.yaml"
@@ -35,6 +35,34 @@ class _Strict(BaseModel):
 class WithDrug(_Strict):
     concepts: list[str] = Field(min_length=1)
     within_days: int | str
+    # "intravenous": an order of these drugs recorded as oral does not count (brief §9.2: calcium-containing IV
+    # solutions); an order whose route is not recorded counts, and the card says the route was not recorded.
+    route: Literal["intravenous"] | None = None
+
+
+class ExceptDrugs(_Strict):
+    """Drafts of these classes the check is not about (IV calcium is no calcium supplement, S6)."""
+
+    concepts: list[str] = Field(min_length=1)
+    # "intravenous": excepted unless the order is recorded as oral (an oral calcium gluconate stays checked).
+    route: Literal["intravenous"] | None = None
+
+
+class Advice(_Strict):
+    """A sentence added to the reason only for drafts of these classes (the binder advice on binders only)."""
+
+    for_order: list[str] = Field(min_length=1)
+    text: Localized
+
+
+class WithoutPartner(_Strict):
+    """What to say when the patient predicate holds but no `with` drug is recorded (a neonate's ceftriaxone
+    with no IV calcium on record: the need may be expected, brief §9.2)."""
+
+    indicator: Literal["warning", "info"] = "warning"
+    summary: Localized
+    reason: Localized
+    basis: str = Field(min_length=1)
 
 
 class UnknownFact(_Strict):
@@ -43,6 +71,11 @@ class UnknownFact(_Strict):
     when: dict[str, Any]
     fact: str
     indicator: Literal["warning", "info"] = "warning"
+    # False: named even when the check's `with` drug is absent (gestational age: the EU rule needs no calcium).
+    needs_partner: bool = True
+    # This check's own words for the missing fact (else the shared `unknown_summary` / `unknown_reason`).
+    summary: Localized | None = None
+    reason: Localized | None = None
 
 
 class Alternative(_Strict):
@@ -51,12 +84,21 @@ class Alternative(_Strict):
     code: str
     # Only for drafts of these classes (a non-calcium binder replaces a calcium-based binder, not IV calcium).
     for_order: list[str] = Field(default_factory=list)
+    # Offered only when this patient predicate holds (sevelamer: CKD G3-5D or dialysis, brief §6b).
+    when: dict[str, Any] | None = None
+    # Withheld when a current order of these classes exists (already on lanthanum: no sevelamer).
+    unless_current: list[str] = Field(default_factory=list)
     basis: str = Field(min_length=1)
 
 
 class Variant(_Strict):
+    """Patient-specific wording: the first variant whose `when` holds (for a draft of `for_order`, if given)
+    replaces the summary and/or the reason, and may withhold the delete and the alternative."""
+
     when: dict[str, Any]
-    reason: Localized
+    for_order: list[str] = Field(default_factory=list)
+    summary: Localized | None = None
+    reason: Localized | None = None
     suggest_delete: bool = True
     alternative: bool = True
     basis: str = Field(min_length=1)
@@ -66,7 +108,12 @@ class OrderCheck(_Strict):
     id: str = Field(pattern=r"^[a-z0-9-]+$")
     indicator: Literal["critical", "warning"] = "warning"
     order: list[str] = Field(min_length=1)
+    except_: ExceptDrugs | None = Field(default=None, alias="except")
     with_: WithDrug | None = Field(default=None, alias="with")
+    without_partner: WithoutPartner | None = None
+    # The patient predicate ignores current orders of the drafted drug's own classes (a renewal of a calcium
+    # binder does not count that binder as a calciphylaxis risk factor).
+    discount_own_class: bool = False
     either_order: bool = False
     delete_reversed: bool = True
     duplicate: bool = False
@@ -74,6 +121,9 @@ class OrderCheck(_Strict):
     summary: Localized
     reason: Localized
     reason_reversed: Localized | None = None
+    # Duplicate checks: the summary when the current order is another drug of the same class.
+    summary_same_class: Localized | None = None
+    advice: Advice | None = None
     variants: list[Variant] = Field(default_factory=list)
     unknown: list[UnknownFact] = Field(default_factory=list)
     alternative: Alternative | None = None
@@ -86,6 +136,11 @@ class OrderCheck(_Strict):
             raise ValueError(f"check {self.id}: either_order needs `with` and `reason_reversed`")
         if self.when is None and self.with_ is None and not self.duplicate:
             raise ValueError(f"check {self.id}: give `when`, `with` or `duplicate`")
+        if self.without_partner is not None and (self.with_ is None or self.when is None):
+            raise ValueError(f"check {self.id}: without_partner needs `with` and `when`")
+        for variant in self.variants:
+            if variant.summary is None and variant.reason is None:
+                raise ValueError(f"check {self.id}: a variant needs a summary or a reason")
         return self
 
 
@@ -98,6 +153,19 @@ class OrderKnowledge:
     content_hash: str
     # Every drug concept or class a check is about: a signing with none of them needs no facts.
     drugs: frozenset[str] = frozenset()
+    # Words of a route or dose form, folded (accents and case), by route: "oral", "intravenous".
+    routes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def route_of(self, route: str | None, text: str | None) -> str | None:
+        """"oral" or "intravenous" from the order's route, else from the drug's text (its dose form), else None."""
+        for said in (route, text):
+            if not said:
+                continue
+            padded = f" {fold_text(said).replace('/', ' ').replace('-', ' ')} "
+            for kind, words in self.routes.items():
+                if any(f" {word} " in padded for word in words):
+                    return kind
+        return None
 
     def concerns(self, concept: str, groups: tuple[str, ...]) -> bool:
         """A drug some check is about (as the draft, or as the other drug of an either-order check)."""
@@ -132,11 +200,15 @@ def _predicate_names(predicate: Mapping[str, Any]) -> Iterator[str]:
 
 
 def _drug_vocabulary() -> frozenset[str]:
+    """Every medication concept and class, coded or known by name only (pristinamycin: names, no verified code)."""
     names: set[str] = set()
     for row in concept_rows():
         if row.kind == "medication":
             names.add(row.concept_id)
             names.update(row.groups)
+    for concept_id in concept_ids("medication"):
+        names.add(concept_id)
+        names.update(concept_groups(concept_id))
     return frozenset(names)
 
 
@@ -145,13 +217,16 @@ def _validate(check: OrderCheck, knowledge: Knowledge, references: Mapping[str, 
     from hooks.engine.predicates import KNOWN_PREDICATES
 
     drugs = _drug_vocabulary()
-    named = [*check.order, *(check.with_.concepts if check.with_ else ())]
+    named = [*check.order, *(check.with_.concepts if check.with_ else ()),
+             *(check.except_.concepts if check.except_ else ()), *(check.advice.for_order if check.advice else ()),
+             *(n for v in check.variants for n in v.for_order)]
     if check.alternative:
-        named += check.alternative.for_order
+        named += [*check.alternative.for_order, *check.alternative.unless_current]
     unknown_drugs = sorted(set(named) - drugs)
     if unknown_drugs:
         raise ValueError(f"check {check.id}: unknown drug concepts or classes {unknown_drugs}")
-    predicates = [p for p in (check.when, *(v.when for v in check.variants), *(u.when for u in check.unknown)) if p]
+    predicates = [p for p in (check.when, *(v.when for v in check.variants), *(u.when for u in check.unknown),
+                              check.alternative.when if check.alternative else None) if p]
     for predicate in predicates:
         unknown = sorted(set(_predicate_names(predicate)) - KNOWN_PREDICATES)
         if unknown:
@@ -161,8 +236,8 @@ def _validate(check: OrderCheck, knowledge: Knowledge, references: Mapping[str, 
     if check.reference not in references:
         raise ValueError(f"check {check.id}: unknown reference {check.reference!r}")
     for fact in check.unknown:
-        for section in ("unknown_summary", "unknown_reason"):
-            if fact.fact not in messages[section]:
+        for section, own in (("unknown_summary", fact.summary), ("unknown_reason", fact.reason)):
+            if own is None and fact.fact not in messages[section]:
                 raise ValueError(f"check {check.id}: no {section} message for {fact.fact!r}")
     alternative = check.alternative
     if alternative is not None:
@@ -187,7 +262,8 @@ def _build(raw: bytes, knowledge: Knowledge) -> OrderKnowledge:
     for check in checks:
         _validate(check, knowledge, references, messages)
     digest = hashlib.sha256(knowledge.content_hash.encode() + b"\0" + raw).hexdigest()
-    return OrderKnowledge(checks, messages, references, knowledge, digest, _checked_drugs(checks))
+    routes = {kind: tuple(fold_text(w) for w in words) for kind, words in (document.get("routes") or {}).items()}
+    return OrderKnowledge(checks, messages, references, knowledge, digest, _checked_drugs(checks), routes)
 
 
 @lru_cache(maxsize=1)

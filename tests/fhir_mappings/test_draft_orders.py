@@ -64,3 +64,24 @@ def test_selections_by_reference_or_full_url() -> None:
     assert [o.resource_id for o in selected(orders, ["urn:uuid:5b3c", "MedicationRequest/b"])] == ["a", "b"]
     with pytest.raises(DraftOrderError):
         selected(orders, ["MedicationRequest/c"])
+
+
+def test_a_nutrition_order_naming_parenteral_nutrition_is_read_with_its_route() -> None:
+    order = {"resourceType": "NutritionOrder", "id": "pn", "status": "draft", "intent": "order",
+             "patient": {"reference": "Patient/p1"},
+             "enteralFormula": {"baseFormulaType": {"text": "Nutrition parentérale"},
+                                "additiveProductName": "gluconate de calcium",
+                                "routeofAdministration": {"coding": [{"display": "Intravenous"}]}}}
+    (draft,) = read_draft_orders(bundle(order), "p1")
+    assert draft.reference == "NutritionOrder/pn"
+    assert {m.concept for m in draft.medications} == {"parenteral_nutrition", "calcium_gluconate"}
+    assert {m.route for m in draft.medications} == {"Intravenous"}
+    assert {m.provenance.resource_type for m in draft.medications} == {"NutritionOrder"}
+
+
+@pytest.mark.parametrize("formula", [["not", "a", "mapping"], "text", None, {"baseFormulaType": 3}])
+def test_a_nutrition_order_of_odd_shape_is_read_without_drugs(formula: Any) -> None:
+    order = {"resourceType": "NutritionOrder", "id": "odd", "status": "draft", "patient": {"reference": "Patient/p1"},
+             "enteralFormula": formula, "supplement": 7, "oralDiet": [1]}
+    (draft,) = read_draft_orders(bundle(order), "p1")
+    assert draft.medications == ()

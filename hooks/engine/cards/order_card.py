@@ -23,7 +23,7 @@ from hooks.engine.cards.lines import Ledger, evidence_lines
 from hooks.engine.cards.render import EXTENSION_KEY, OVERRIDE_REASON_SYSTEM, fit_detail
 from hooks.engine.cards.text import Words
 from hooks.engine.order_checks import OrderFinding
-from hooks.engine.order_knowledge import Alternative, OrderKnowledge
+from hooks.engine.order_knowledge import Alternative, OrderKnowledge, UnknownFact
 from hooks.models import SUMMARY_MAX_CHARS, Action, Card, OverrideReason, Source, Suggestion
 
 __all__ = ["ORDER_SAFETY_KIND", "render_order_cards"]
@@ -56,29 +56,61 @@ class _OrderRenderer:
     def bold(self, heading: str, text: str) -> str:
         return f"**{self.msg(heading)}{self.w.colon()}** {text}"
 
-    def card(self, finding: OrderFinding) -> Card:
+    def unknown_words(self, fact: UnknownFact, section: str, order: str) -> str:
+        own = fact.summary if section == "unknown_summary" else fact.reason
+        if own is not None:
+            return own.get(self.w.locale).format(order=order)
+        return self.k.unknown_message(section, fact.fact, self.w.locale, order=order)
+
+    def draft_label(self, finding: OrderFinding) -> str:
+        """The draft's whole product: every ingredient recognised in it ("Aspirin / calcium carbonate")."""
+        labels = dict.fromkeys(self.w.label(m.concept) for m in finding.draft.medications)
+        return " / ".join(labels) if labels else self.w.label(finding.drug.concept)
+
+    def texts(self, finding: OrderFinding, order_label: str, partner_label: str) -> tuple[str, list[str]]:
+        """(the summary, the reason lines)."""
         check, locale = finding.check, self.w.locale
-        drug_label = self.w.label(finding.drug.concept)
-        order_label = self.w.label(finding.order_concept)
+        if finding.unknown:
+            summary = self.unknown_words(finding.unknown[0], "unknown_summary", order_label)
+            reasons = [self.unknown_words(f, "unknown_reason", order_label) for f in finding.unknown]
+            return summary, [self.bold("not_recorded", " ".join(reasons))]
+        if finding.without_partner and check.without_partner is not None:
+            return (check.without_partner.summary.get(locale).format(order=order_label),
+                    [self.bold("why", check.without_partner.reason.get(locale))])
+        chosen = check.variants[finding.variant] if finding.variant is not None else None
+        summary_text = chosen.summary if chosen is not None and chosen.summary is not None else check.summary
+        if (check.duplicate and check.summary_same_class is not None and finding.partner is not None
+                and finding.partner.concept != finding.drug.concept):
+            summary_text = check.summary_same_class
+        if chosen is not None and chosen.reason is not None:
+            reason = chosen.reason.get(locale)
+        elif finding.reversed and check.reason_reversed is not None:
+            reason = check.reason_reversed.get(locale)
+        else:
+            reason = check.reason.get(locale)
+        advice = check.advice
+        if (advice is not None and not finding.reversed and (chosen is None or chosen.alternative)
+                and any(g in advice.for_order for g in (finding.drug.concept, *finding.drug.groups))):
+            reason = f"{reason} {advice.text.get(locale)}"
+        summary = summary_text.get(locale).format(order=order_label, partner=partner_label)
+        return summary, [self.bold("why", reason.format(partner=partner_label))]
+
+    def card(self, finding: OrderFinding) -> Card:
+        check = finding.check
+        drug_label = self.draft_label(finding)
+        order_label = self.w.label(finding.order_concept) if finding.reversed else drug_label
         partner_concept = finding.drug.concept if finding.reversed else (finding.partner.concept
                                                                          if finding.partner else None)
         partner_label = _mid_sentence(self.w.label(partner_concept)) if partner_concept else ""
         lines = [self.bold("order", f"{drug_label} ({self.msg('draft')})")]
-        if finding.unknown_fact is not None:
-            summary = self.k.unknown_message("unknown_summary", finding.unknown_fact, locale, order=order_label)
-            lines.append(self.bold("not_recorded",
-                                   self.k.unknown_message("unknown_reason", finding.unknown_fact, locale)))
-        else:
-            summary = check.summary.get(locale).format(order=order_label, partner=partner_label)
-            if finding.variant is not None:
-                reason = check.variants[finding.variant].reason.get(locale)
-            elif finding.reversed and check.reason_reversed is not None:
-                reason = check.reason_reversed.get(locale)
-            else:
-                reason = check.reason.get(locale)
-            lines.append(self.bold("why", reason.format(partner=partner_label)))
+        summary, reason_lines = self.texts(finding, order_label, partner_label)
+        lines += reason_lines
         lines += [f"- {line}" for line in evidence_lines(self.w, finding.evidence, self.ledger, _FACTS)]
-        if any(e.concept == "renal_estimate" and e.text == "egfr-approximation" for e in finding.evidence):
+        if finding.route_unknown:
+            lines.append(self.msg("route_unknown"))
+        weight_named = any(f.fact == "weight" for f in finding.unknown)  # its own words already say it
+        if not weight_named and any(e.concept == "renal_estimate" and e.text == "egfr-approximation"
+                                    for e in finding.evidence):
             lines.append(self.msg("approximate_renal"))
         if len(summary) > SUMMARY_MAX_CHARS:
             summary = summary[: SUMMARY_MAX_CHARS - 1] + "…"
@@ -89,6 +121,10 @@ class _OrderRenderer:
                                      finding.draft.resource_type}
         if finding.unknown_fact is not None:
             extension["notRecorded"] = finding.unknown_fact
+            if len(finding.unknown) > 1:
+                extension["notRecordedAll"] = [f.fact for f in finding.unknown]
+        if finding.without_partner:
+            extension["withoutPartner"] = True
         return Card(
             uuid=self.uuid_for("card", check.id, extension["order"]),
             summary=summary,
@@ -98,7 +134,7 @@ class _OrderRenderer:
             suggestions=suggestions or None,
             selectionBehavior="at-most-one" if suggestions else None,
             overrideReasons=[
-                OverrideReason(system=OVERRIDE_REASON_SYSTEM, code=r["code"], display=r["display"][locale])
+                OverrideReason(system=OVERRIDE_REASON_SYSTEM, code=r["code"], display=r["display"][self.w.locale])
                 for r in self.k.knowledge.messages["override_reasons"]
             ],
             extension={EXTENSION_KEY: extension},

@@ -7,7 +7,7 @@ from typing import Any
 from hooks.engine.cards import EXTENSION_KEY
 from hooks.engine.order_service import assess_orders, read_orders
 from hooks.models import Card
-from tests.fhir_builders import NOW, medication
+from tests.fhir_builders import NOW, medication, when
 
 LOCALES = ["en", "fr"]
 
@@ -23,12 +23,26 @@ def draft_bundle(*orders: dict[str, Any]) -> dict[str, Any]:
 
 
 def order_cards(resources: list[dict[str, Any]], *orders: dict[str, Any], pid: str = "p1", locale: str = "en",
-                hook: str = "order-sign", selections: list[str] | None = None) -> list[Card]:
+                hook: str = "order-sign", selections: list[str] | None = None,
+                unavailable: tuple[str, ...] = ()) -> list[Card]:
+    """``unavailable``: the prefetch keys the EHR could not give ("medications" came as an OperationOutcome)."""
     context = {"patientId": pid, "draftOrders": draft_bundle(*orders), "selections": selections or []}
     to_check, every = read_orders(hook, context, ("en", "fr"))
     cards, _ = assess_orders(resources, patient_id=pid, to_check=to_check, all_drafts=every, now=NOW,
-                             locale=locale, seed="orders")
+                             locale=locale, seed="orders", unavailable=unavailable)
     return cards
+
+
+def with_route(order: dict[str, Any], route: str) -> dict[str, Any]:
+    """The order with dosageInstruction.route as free text ("IV", "per os")."""
+    return {**order, "dosageInstruction": [{"route": {"text": route}}]}
+
+
+def stopped(order: dict[str, Any], days_ago: float) -> dict[str, Any]:
+    """The order completed ``days_ago`` days before NOW (its period ended then)."""
+    end = when(days_ago)
+    return {**order, "status": "completed", "dispenseRequest": {"validityPeriod": {"start": when(days_ago + 1),
+                                                                                   "end": end}}}
 
 
 def check_of(card: Card) -> str:

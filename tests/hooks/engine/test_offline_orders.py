@@ -18,7 +18,11 @@ DRAFTS = Path(__file__).parents[2] / "fixtures" / "orders" / "draft_ceftriaxone_
 def test_assess_checks_the_draft_orders_of_a_file(capsys: pytest.CaptureFixture[str], hook: str) -> None:
     assert main(["assess", NEONATE, "--hook", hook, "--draft-orders", str(DRAFTS), "--now", "2026-11-21T09:00Z",
                  "--locale", "fr"]) == 0
-    (card,) = json.loads(capsys.readouterr().out)["cards"]
+    cards = json.loads(capsys.readouterr().out)["cards"]
+    # The neonate is also on ceftriaxone: the draft repeats it (duplicate-therapy), after the critical card.
+    assert [c["extension"]["calcinosis-cds"]["check"] for c in cards] == ["neonatal-ceftriaxone-calcium",
+                                                                         "duplicate-therapy"]
+    card = cards[0]
     assert card["indicator"] == "critical"
     assert card["extension"]["calcinosis-cds"] == {
         "kind": "order-safety", "check": "neonatal-ceftriaxone-calcium", "order": "MedicationRequest/draft-ceftriaxone"}
@@ -30,7 +34,7 @@ def test_a_request_file_holding_the_draft_orders_is_read_too(tmp_path: Path,
     request = tmp_path / "request.json"
     request.write_text(json.dumps({"hook": "order-sign", "context": {"draftOrders": json.loads(DRAFTS.read_text())}}))
     assert main(["assess", NEONATE, "--hook", "order-sign", "--draft-orders", str(request), "--now", "2026-11-21"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["cards"]) == 1
+    assert json.loads(capsys.readouterr().out)["cards"][0]["indicator"] == "critical"
 
 
 def test_a_draft_for_another_patient_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,6 +18,7 @@ from tests.hooks.engine.order_support import LOCALES, actions, checks, draft, or
 
 NEONATE_BIRTH = "2026-11-11"  # 10 days old on 2026-11-21 (tests.fhir_builders.NOW)
 INFANT_BIRTH = "2026-10-12"  # 40 days old
+OLDER_INFANT_BIRTH = "2026-06-01"  # 173 days old: past the EU premature-infant window (29-133 days)
 
 
 def adult(pid: str = "p1", gender: str = "male", birth: str = "1960-05-01") -> dict[str, Any]:
@@ -98,7 +99,7 @@ def test_calcium_infusion_ordered_as_a_coded_service_request_is_checked() -> Non
 
 @pytest.mark.parametrize("locale", LOCALES)
 def test_ceftriaxone_after_28_days_gives_no_neonatal_card(locale: str) -> None:
-    resources = neonate(medication("A12AA03", pid="nb", rid="ca-infusion", days_ago=1), birth=INFANT_BIRTH)
+    resources = neonate(medication("A12AA03", pid="nb", rid="ca-infusion", days_ago=1), birth=OLDER_INFANT_BIRTH)
     cards = order_cards(resources, draft("J01DD04", pid="nb", rid="cef"), pid="nb", locale=locale)
     assert "neonatal-ceftriaxone-calcium" not in checks(cards)
 

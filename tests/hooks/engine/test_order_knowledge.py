@@ -15,6 +15,8 @@ ISSUE_CHECKS = {
     "neonatal-ceftriaxone-calcium", "calcium-vitamin-d-high-calcium", "warfarin-calciphylaxis",
     "bisphosphonate-renal", "colchicine-strong-inhibitor", "colchicine-renal", "tetracycline-child-pregnancy",
     "aluminium-ckd", "duplicate-therapy",
+    # Added after the clinical review: per-product bisphosphonate limits, nutritional vitamin D (rule C7).
+    "bisphosphonate-renal-30", "nutritional-vitamin-d-high-calcium",
 }
 
 
@@ -37,7 +39,7 @@ def test_alternatives_offered_are_verified_codes() -> None:
 def test_the_hash_changes_with_the_order_checks(tmp_path: Path) -> None:
     edited = tmp_path / ORDER_CHECKS_FILE
     text = (PACKAGE_KNOWLEDGE_DIR / ORDER_CHECKS_FILE).read_text(encoding="utf-8")
-    edited.write_text(text.replace("within_days: 7", "within_days: 8"), encoding="utf-8")
+    edited.write_text(text.replace("within_days: neonate_days", "within_days: 8"), encoding="utf-8")
     assert load_order_checks_from(edited).content_hash != load_order_checks().content_hash
 
 
@@ -59,6 +61,17 @@ def _edited(tmp_path: Path, change: dict[str, object]) -> Path:
         ({"alternative": {"concept": "sevelamer", "system": "http://www.whocc.no/atc", "code": "V03AE03",
                           "basis": "x"}}, "not a VERIFIED sevelamer code"),
         ({"basis": ""}, "basis"),
+        # Fields added after the clinical review are validated too.
+        ({"except": {"concepts": ["iv_calcum"]}}, "unknown drug concepts"),
+        ({"variants": [{"when": {"always": True}, "basis": "x"}]}, "needs a summary or a reason"),
+        ({"variants": [{"when": {"always": True}, "for_order": ["no_such_class"], "reason": {"en": "a", "fr": "b"},
+                        "basis": "x"}]}, "unknown drug concepts"),
+        ({"with": None, "either_order": False}, "without_partner needs"),
+        ({"unknown": [{"when": {"always": True}, "fact": "no-such-fact"}]}, "no unknown_summary message"),
+        ({"alternative": {"concept": "sevelamer", "system": "http://www.whocc.no/atc", "code": "V03AE02",
+                          "unless_current": ["no_such_class"], "basis": "x"}}, "unknown drug concepts"),
+        ({"alternative": {"concept": "sevelamer", "system": "http://www.whocc.no/atc", "code": "V03AE02",
+                          "when": {"no_such_predicate": 1}, "basis": "x"}}, "unknown predicates"),
     ],
 )
 def test_a_wrong_edit_refuses_to_load(tmp_path: Path, change: dict[str, object], message: str) -> None:
