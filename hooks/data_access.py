@@ -26,6 +26,8 @@ Data about another patient is an error, never filtered out in silence (issue 16 
 ``subject`` (or ``patient``) does not resolve to ``context.patientId``, relative or absolute on the same
 ``fhirServer``, or a Patient that is not that patient, makes the call fail: 400 when the EHR prefetched it,
 412 when ``fhirServer`` answered it, naming the key either way.
+
+The records a resolution fills in and the ``FhirFetcher`` seam live in ``hooks.fetch_types`` (re-exported).
 """
 
 from __future__ import annotations
@@ -35,15 +37,25 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from fhir_mappings.prefetch import PrefetchValue, newest_first_reach
 from fhir_mappings.prefetch import classify_prefetch_value as read_prefetch_value
-from hooks.audit.records import FhirQuery, PrefetchStateName, TokenUse
-from hooks.errors import BadRequest, CdsError, PreconditionFailed
+from hooks.audit.records import PrefetchStateName
+from hooks.errors import BadRequest, PreconditionFailed
+from hooks.fetch_types import (
+    BUDGET,
+    PROGRESS,
+    ByteBudget,
+    FetchProgress,
+    FetchResult,
+    FhirFetcher,
+    KeyData,
+    ResolvedData,
+    call_byte_budget,
+    fetch_progress,
+)
 from hooks.fhir.allowlist import normalise_base
 from hooks.models import is_fhir_id
 
@@ -165,129 +177,6 @@ def classify_prefetch_value(value: Any) -> PrefetchValue:
     return read_prefetch_value(value)
 
 
-@dataclass(slots=True)
-class KeyData:
-    key: str
-    received: PrefetchStateName
-    # None when the data could not be obtained at all (neither prefetch nor fhirServer).
-    resources: list[dict[str, Any]] | None
-    fetched: bool = False
-    failure: str | None = None
-    # Why the list is complete although pages were left unread (issue 11 completeness rule), for the audit.
-    complete_by: str | None = None
-
-    @property
-    def obtained(self) -> bool:
-        return self.resources is not None
-
-
-@dataclass(slots=True)
-class ResolvedData:
-    keys: dict[str, KeyData] = field(default_factory=dict)
-    queries: list[FhirQuery] = field(default_factory=list)
-    token_use: TokenUse = "none"
-    # Set when fhirServer answered data about another patient: the call must fail with it once audited.
-    refusal: CdsError | None = None
-
-    def resources(self, key: str) -> list[dict[str, Any]]:
-        data = self.keys.get(key)
-        return list(data.resources or ()) if data else []
-
-
-@dataclass(slots=True)
-class FetchResult:
-    resources: list[dict[str, Any]] | None
-    queries: list[FhirQuery]
-    failure: str | None = None
-    # The FHIR server answered 401/403 to the access token: it is never sent again in this call.
-    token_rejected: bool = False
-    # The access token went out in at least one request (audit ``token_use = used``).
-    token_sent: bool = False
-
-
-@dataclass(slots=True)
-class FetchProgress:
-    """What one key's fetch has done so far, reported by the fetcher as it goes.
-
-    ``FetchResult`` only exists once a fetch returns; when the deadline cuts it short (or it raises), this is
-    what the audit gets instead, so ``token_use`` never says "not-used" after a request went out.
-    """
-
-    queries: list[FhirQuery] = field(default_factory=list)
-    token_sent: bool = False
-    # A request handed to the HTTP client and not answered yet: it may have reached the server.
-    in_flight: FhirQuery | None = None
-    in_flight_token: bool = False
-
-    def cut(self, failure: str) -> FetchResult:
-        queries = [*self.queries, *([self.in_flight] if self.in_flight is not None else [])]
-        token_sent = self.token_sent or (self.in_flight is not None and self.in_flight_token)
-        return FetchResult(None, queries, failure=failure, token_sent=token_sent)
-
-
-# Task-local (each key runs in its own task, with its own copy of the context), so the FhirFetcher
-# protocol stays as it is and a fetcher that does not report simply leaves the record empty.
-_progress: ContextVar[FetchProgress | None] = ContextVar("calcinosis_fetch_progress", default=None)
-
-
-def fetch_progress() -> FetchProgress | None:
-    """The progress record of the key being fetched by the current task (None outside ``resolve_prefetch``)."""
-    return _progress.get()
-
-
-@dataclass(slots=True)
-class ByteBudget:
-    """FHIR answer bytes one hook call may still read, shared by all its keys: a cap on memory per call.
-
-    Parsed JSON takes several times its size in memory, so the bytes read bound what one call can hold.
-    """
-
-    total: int
-    used: int = 0
-
-    @property
-    def remaining(self) -> int:
-        return max(0, self.total - self.used)
-
-    def charge(self, size: int) -> None:
-        self.used += size
-
-
-_budget: ContextVar[ByteBudget | None] = ContextVar("calcinosis_call_byte_budget", default=None)
-
-
-def call_byte_budget() -> ByteBudget | None:
-    """The byte budget of the hook call the current task fetches for (None outside ``resolve_prefetch``)."""
-    return _budget.get()
-
-
-class FhirFetcher(Protocol):
-    """Queries the EHR's FHIR server for one prefetch key (implemented in ``hooks.fhir.client``)."""
-
-    async def fetch(
-        self,
-        *,
-        key: str,
-        fhir_server: str,
-        query: str,
-        access_token: str | None,
-        deadline: float,
-        allowed_bases: tuple[str, ...],
-    ) -> FetchResult: ...
-
-    async def follow_next(
-        self,
-        *,
-        key: str,
-        fhir_server: str,
-        next_url: str,
-        access_token: str | None,
-        deadline: float,
-        allowed_bases: tuple[str, ...],
-    ) -> FetchResult: ...
-
-
-
 
 async def resolve_prefetch(
     *,
@@ -385,13 +274,13 @@ async def resolve_prefetch(
 
     async def run(key: str, target: str, is_next: bool) -> FetchResult:
         # Each key's task has its own context: all of them share (and charge) the call's one budget.
-        _budget.set(budget)
+        BUDGET.set(budget)
         arguments: dict[str, Any] = {
             "key": key, "fhir_server": fhir_server, "access_token": access_token,
             "deadline": deadline, "allowed_bases": allowed_bases,
         }
         progress = FetchProgress()
-        _progress.set(progress)
+        PROGRESS.set(progress)
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic()) + _DEADLINE_GRACE_S):
                 if is_next:
