@@ -199,6 +199,7 @@ def _predicate_names(predicate: Mapping[str, Any]) -> Iterator[str]:
             yield from _predicate_names(argument)
 
 
+@lru_cache(maxsize=1)
 def _drug_vocabulary() -> frozenset[str]:
     """Every medication concept and class, coded or known by name only (pristinamycin: names, no verified code)."""
     names: set[str] = set()
