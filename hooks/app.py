@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -33,8 +32,8 @@ from hooks.errors import (
     MethodNotAllowed,
     NotFound,
     ServiceUnavailable,
-    operation_outcome,
 )
+from hooks.hot_route import CdsApp
 from hooks.metrics import CONTENT_TYPE
 from hooks.models import CdsRequest, CdsResponse, DiscoveryResponse, FeedbackRequest
 from hooks.pages.routes import install_pages
@@ -43,12 +42,12 @@ from hooks.registry import ServiceRegistry
 from hooks.runtime import Clock, Runtime, RuntimeDep
 from hooks.settings import Settings, get_settings
 from hooks.web import (
-    SECURITY_HEADERS,
     BodyLimitMiddleware,
     SecurityHeadersMiddleware,
     describe_validation,
     endpoint_url,
     error_response,
+    internal_error_response,
     json_response,
 )
 from hooks.wiring import build_runtime, install_middleware
@@ -100,7 +99,7 @@ def create_app(
             for close in reversed(runtime.closers):
                 await close()
 
-    app = FastAPI(
+    app = CdsApp(
         title="calcinosis-cds",
         version=__version__,
         description="CDS Hooks 2.0 service: calcinosis cutis subtype, work-up, therapy options and red flags.",
@@ -109,6 +108,9 @@ def create_app(
         redoc_url=None,
     )
     app.state.prepare = prepare
+    app.max_body_bytes = settings.max_body_bytes
+    # With CORS configured, service calls take the full stack (the CORS middleware answers for them).
+    app.hot_lane = not settings.cors_origins
     _install_error_handlers(app)
     _install_routes(app)
     install_pages(app)
@@ -149,10 +151,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _bug(request: Request, exc: Exception) -> Response:
         # A 500 is a bug. Log the class and where, never the request.
         log.error("unhandled %s on %s", type(exc).__name__, request.url.path, exc_info=exc)
-        body = operation_outcome("internal error", code="exception")
-        # This handler runs outside SecurityHeadersMiddleware, so it adds the headers itself.
-        headers = {name.decode(): value.decode() for name, value in SECURITY_HEADERS}
-        return Response(orjson.dumps(body), status_code=500, media_type="application/fhir+json", headers=headers)
+        # This handler runs outside SecurityHeadersMiddleware, so the response carries the headers itself.
+        return internal_error_response(security_headers=True)
 
 
 _ERRORS = {

@@ -30,14 +30,21 @@ from hooks.errors import (
     NotFound,
     PreconditionFailed,
     ServiceUnavailable,
-    operation_outcome,
 )
 from hooks.models import CdsRequest, FeedbackItem, FeedbackRequest, context_model_for
 from hooks.offload import run_off_loop
 from hooks.pages.links import audited_cards, with_links
 from hooks.registry import HookCall
 from hooks.runtime import Runtime
-from hooks.web import describe_validation, endpoint_url, error_response, json_response, preferred_locale, read_json_body
+from hooks.web import (
+    describe_validation,
+    endpoint_url,
+    error_response,
+    internal_error_response,
+    json_response,
+    preferred_locale,
+    read_json_body,
+)
 
 __all__ = ["audited", "handle_feedback", "handle_service_call", "refusal_response"]
 
@@ -135,8 +142,7 @@ async def _service_call(
     except Exception as exc:  # a bug still leaves an audit record: the class only, no content
         log.error("unhandled %s in service %s", type(exc).__name__, service_id)
         record.reason_class = f"internal-error:{type(exc).__name__}"
-        body = operation_outcome("internal error", code="exception")
-        response = Response(orjson.dumps(body), status_code=500, media_type="application/fhir+json")
+        response = internal_error_response()
     return await audited(runtime, record, response, started)
 
 

@@ -18,7 +18,14 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hooks.errors import BadRequest, CdsError, ClientDisconnected, PayloadTooLarge, UnsupportedMediaType
+from hooks.errors import (
+    BadRequest,
+    CdsError,
+    ClientDisconnected,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    operation_outcome,
+)
 from hooks.offload import run_off_loop
 from hooks.settings import Settings
 
@@ -29,9 +36,12 @@ __all__ = [
     "describe_validation",
     "endpoint_url",
     "error_response",
+    "internal_error_response",
     "json_response",
+    "limited_receive",
     "preferred_locale",
     "read_json_body",
+    "with_security_headers",
 ]
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -91,6 +101,37 @@ def _parse_model(raw: bytes, model: type[ModelT]) -> ModelT:
         raise BadRequest(describe_validation(exc)) from None
 
 
+def limited_receive(receive: Receive, max_bytes: int) -> Receive:
+    """``receive`` that raises once the body streamed so far is over ``max_bytes`` (read_json_body maps it to
+    413): a body that lies about, or omits, its Content-Length is stopped before anyone buffers it."""
+    received = 0
+
+    async def limited() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_bytes:
+                raise _BodyTooLarge
+        return message
+
+    return limited
+
+
+def with_security_headers(send: Send) -> Send:
+    """``send`` that adds SECURITY_HEADERS (those the response does not set itself) to the response start."""
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            present = {name for name, _ in headers}
+            headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
+            message["headers"] = headers
+        await send(message)
+
+    return send_with_headers
+
+
 class BodyLimitMiddleware:
     """Pure ASGI: refuse bodies over the limit (Content-Length or streamed) before anyone buffers them."""
 
@@ -102,20 +143,8 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # Content-Length over the limit is refused by read_json_body (so the refusal is audited); this
-        # wrapper stops a streamed body that lies about, or omits, its length.
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLarge
-            return message
-
-        await self.app(scope, limited_receive, send)
+        # Content-Length over the limit is refused by read_json_body (so the refusal is audited).
+        await self.app(scope, limited_receive(receive, self.max_bytes), send)
 
 
 class SecurityHeadersMiddleware:
@@ -126,16 +155,17 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.app(scope, receive, with_security_headers(send))
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                present = {name for name, _ in headers}
-                headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
-                message["headers"] = headers
-            await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+def internal_error_response(*, security_headers: bool = False) -> Response:
+    """The 500 of a bug: an OperationOutcome that says nothing of the request (the class is logged apart).
+
+    ``security_headers`` for a response sent outside SecurityHeadersMiddleware (the app's last-resort handler).
+    """
+    body = operation_outcome("internal error", code="exception")
+    headers = {name.decode(): value.decode() for name, value in SECURITY_HEADERS} if security_headers else None
+    return Response(orjson.dumps(body), status_code=500, media_type="application/fhir+json", headers=headers)
 
 
 def error_response(error: CdsError) -> Response:
