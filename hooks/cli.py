@@ -72,6 +72,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from hooks.app import create_app
+    from hooks.http_protocol import HeadCappedHttpToolsProtocol
     from hooks.logging_setup import configure_logging
     from hooks.settings import Settings
     from hooks.startup import REFUSALS, refuse
@@ -89,9 +90,8 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         log_config=None,
         access_log=False,
-        # h11, not httptools: only h11 enforces h11_max_incomplete_event_size (the request-line+header cap).
-        http="h11",
-        h11_max_incomplete_event_size=16 * 1024,
+        # httptools (three times faster than h11) with h11's 16 KiB cap on the request head kept.
+        http=HeadCappedHttpToolsProtocol,
         ws="none",
         # A lifespan failure must stop the process, not serve without a verifier.
         lifespan="on",

@@ -14,6 +14,7 @@ import yaml
 import hooks.logging_setup
 from hooks.app import create_app
 from hooks.cli import main
+from hooks.http_protocol import HeadCappedHttpToolsProtocol
 from hooks.logging_setup import JsonFormatter, RedactingFilter, configure_logging
 from hooks.settings import get_settings
 from tests.auth.conftest import SANDBOX_LIKE_ISS, SERVICE_URL, hook_body, stub_registry
@@ -70,8 +71,7 @@ def test_development_mode_on_loopback_starts_loudly(
     assert any("DEVELOPMENT MODE" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
     # Server options that bound slow or oversized clients and hide the server banner.
     assert serve_env["timeout_keep_alive"] == 5
-    assert serve_env["h11_max_incomplete_event_size"] == 16 * 1024
-    assert serve_env["http"] == "h11"  # the only implementation that enforces the header-size cap
+    assert serve_env["http"] is HeadCappedHttpToolsProtocol  # httptools with the request-head cap
     assert serve_env["server_header"] is False
     assert serve_env["lifespan"] == "on"
     # The service's own limit answers overload (audited OperationOutcome), not uvicorn's plain-text 503.

@@ -1,0 +1,75 @@
+"""uvicorn's httptools protocol with the request-head cap that h11 enforced (issue 14).
+
+h11 (``h11_max_incomplete_event_size``) refused a request whose incomplete head (request line and headers)
+grew past 16 KiB: a client cannot make the server buffer an endless header. httptools parses about three
+times faster but has no such limit, so this subclass enforces it, a little more strictly than h11 did:
+
+- a head still incomplete after more than ``HEAD_LIMIT_BYTES`` have arrived is refused without waiting for
+  its end (h11's rule; at most one socket read more than the limit is ever buffered);
+- a head that arrives whole in one read is refused too when its URL and headers exceed the limit (h11
+  accepted those).
+
+The refusal is uvicorn's own: ``400 Invalid HTTP request received.`` and the connection closed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = ["HEAD_LIMIT_BYTES", "HeadCappedHttpToolsProtocol"]
+
+HEAD_LIMIT_BYTES = 16 * 1024
+_REFUSAL = "Invalid HTTP request received."
+
+
+class _HeadTooLarge(Exception):
+    """Raised in a parser callback; httptools turns it into HttpParserCallbackError, which uvicorn answers 400."""
+
+
+class HeadCappedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reading_head = True  # from the first byte of a request until its headers are complete
+        self._head_bytes = 0  # bytes received while reading the current head
+        self._head_fields = 0  # bytes of the URL and header names and values parsed so far
+
+    def data_received(self, data: bytes) -> None:
+        counted = self._reading_head
+        if counted:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        # Started in a head that is still incomplete: every byte of this read belongs to that head.
+        over = counted and self._reading_head and self._head_bytes > HEAD_LIMIT_BYTES
+        if over and not self.transport.is_closing():
+            self.logger.warning(_REFUSAL)
+            self.send_400_response(_REFUSAL)
+
+    def on_message_begin(self) -> None:
+        self._reading_head = True
+        self._head_fields = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_fields(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_fields(len(name) + len(value))
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        self._head_bytes = 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._reading_head = True
+        self._head_bytes = 0
+        super().on_message_complete()
+
+    def _count_fields(self, size: int) -> None:
+        self._head_fields += size
+        if self._head_fields > HEAD_LIMIT_BYTES:
+            raise _HeadTooLarge
