@@ -6,7 +6,6 @@ refusal is an OperationOutcome that never echoes the request (requests carry tok
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -26,6 +25,7 @@ from hooks.errors import (
     UnsupportedMediaType,
     operation_outcome,
 )
+from hooks.json_members import NESTING_LIMIT, NestedTooDeeply, repeats_a_member_name
 from hooks.offload import run_off_loop
 from hooks.settings import Settings
 
@@ -64,30 +64,19 @@ class _BodyTooLarge(Exception):
     pass
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    document = dict(pairs)
-    if len(document) != len(pairs):
-        # RFC 8259 §4: names SHOULD be unique; parsers disagree on which duplicate wins, so an intermediary
-        # and this service could read different requests. The name is not echoed (it is request content).
-        raise _DuplicateKey
-    return document
-
-
 def _parse_json(raw: bytes) -> Any:
-    """orjson for validity (UTF-8, no NaN/Infinity, no lone surrogates), then the stdlib for duplicate names."""
+    """orjson for validity (UTF-8, no NaN/Infinity, no lone surrogates), then no repeated member name."""
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise BadRequest("the request body is not valid JSON (UTF-8, no NaN/Infinity)") from None
-    if b'"' in raw:
-        try:
-            json.loads(raw, object_pairs_hook=_refuse_duplicates)
-        except _DuplicateKey:
-            raise BadRequest("the request body has an object with a duplicate member name") from None
+    try:
+        repeated = repeats_a_member_name(raw, document)
+    except NestedTooDeeply:
+        raise BadRequest(f"the request body nests arrays and objects more than {NESTING_LIMIT} deep") from None
+    if repeated:
+        # The name is not echoed (it is request content).
+        raise BadRequest("the request body has an object with a duplicate member name")
     return document
 
 
