@@ -81,3 +81,21 @@ def test_text_names_skin() -> None:
 def test_empty_text() -> None:
     assert find_text_findings(None) == ()
     assert find_text_findings("   ") == ()
+
+
+def test_each_mention_carries_its_own_sentence_and_index() -> None:
+    text = ("Patiente vue ce jour. Calcinose cutanée des doigts. Pas d'ulcération au coude. "
+            "Nodules, livedo, " + "fatigue, " * 200 + "nécrose des orteils")
+    mentions = read_mentions(text)
+    by_text = {m.text.lower(): m for m in mentions}
+    calcinosis = by_text["calcinose"]
+    assert calcinosis.sentence == "Calcinose cutanée des doigts."
+    assert calcinosis.sentence_index == 1
+    ulcer = next(m for m in mentions if m.text.lower().startswith("ulc"))
+    assert ulcer.sentence == "Pas d'ulcération au coude."
+    assert ulcer.assertion == "negated"
+    necrosis = next(m for m in mentions if m.text.lower().startswith("nécrose"))
+    # The last, long comma-separated sentence: read whole, with its own index.
+    assert necrosis.sentence.startswith("Nodules, livedo, fatigue,")
+    assert necrosis.sentence.endswith("nécrose des orteils")
+    assert necrosis.sentence_index == 3
