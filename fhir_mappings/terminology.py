@@ -12,7 +12,7 @@ import csv
 import io
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -137,8 +137,8 @@ class _Tables:
     by_key: dict[tuple[str, str], ConceptMatch]
     labels: dict[str, _Label]
     # (folded name, concept id, locale)
-    medication_names: tuple[tuple[str, str, str], ...]
-    bodysite_names: tuple[tuple[str, str, str], ...]
+    medication_names: NameIndex
+    bodysite_names: NameIndex
     atc_classes: tuple[tuple[str, str], ...]
     # (system URI, code prefix, concept id): code families the knowledge gives as a prefix ("O09.-").
     code_prefixes: tuple[tuple[str, str, str], ...]
@@ -190,12 +190,8 @@ def _tables() -> _Tables:
         r["concept_id"]: _Label(_KINDS[r["kind"]], _groups(r["groups"]), r["label_en"], r["label_fr"])
         for r in _read_csv("concept_labels.csv")
     }
-    medication_names = tuple(
-        (fold_text(r["name"]), r["concept_id"], r["locale"]) for r in _read_csv("medication_names.csv")
-    )
-    bodysite_names = tuple(
-        (fold_text(r["name"]), r["concept_id"], r["locale"]) for r in _read_csv("bodysite_names.csv")
-    )
+    medication_names = NameIndex.of("medication_names.csv", _read_csv("medication_names.csv"))
+    bodysite_names = NameIndex.of("bodysite_names.csv", _read_csv("bodysite_names.csv"))
     atc_classes = tuple((r["prefix"], r["concept_id"]) for r in _read_csv("atc_classes.csv"))
     prefixes = tuple((r["system"], r["prefix"], r["concept_id"]) for r in _read_csv("code_prefixes.csv"))
     display: dict[tuple[str, str], str] = {}
@@ -333,18 +329,42 @@ _NON_WORD = re.compile(r"[^0-9a-z]+")
 
 def fold_text(text: str) -> str:
     """Accent- and case-insensitive form: letters and digits only, single spaces ("Héparine" -> "heparine")."""
+    if text.isascii():  # most text: no accents to strip (casefold and lower agree on ASCII)
+        return _NON_WORD.sub(" ", text.lower()).strip()
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return _NON_WORD.sub(" ", stripped.casefold()).strip()
 
 
-def _find_names(folded: str, names: tuple[tuple[str, str, str], ...], locales: tuple[str, ...]) -> tuple[str, ...]:
-    padded = f" {folded} "
-    found: dict[str, None] = {}
-    for name, concept_id, locale in names:
-        if locale in locales and f" {name} " in padded:
-            found.setdefault(concept_id, None)
-    return tuple(found)
+@dataclass(frozen=True, slots=True)
+class NameIndex:
+    """Folded names of a names table, by their first word: a text is checked only against the names whose
+    first word it contains (issue 14: every text was checked against every name)."""
+
+    # first word -> (row order, folded name, concept id, locale), in row order
+    by_first_word: Mapping[str, tuple[tuple[int, str, str, str], ...]]
+
+    @classmethod
+    def of(cls, table: str, rows: Iterable[Mapping[str, str]]) -> NameIndex:
+        grouped: dict[str, list[tuple[int, str, str, str]]] = {}
+        for order, row in enumerate(rows):
+            name = fold_text(row["name"])
+            if not name:
+                raise ValueError(f"{table}: the name {row['name']!r} has no letter or digit")
+            grouped.setdefault(name.split(" ", 1)[0], []).append((order, name, row["concept_id"], row["locale"]))
+        return cls({word: tuple(entries) for word, entries in grouped.items()})
+
+    def find(self, folded: str, locales: tuple[str, ...]) -> tuple[str, ...]:
+        """Concepts named as whole words in ``folded`` (already folded), first row first, each once."""
+        candidates = sorted(entry for word in set(folded.split(" ")) for entry in self.by_first_word.get(word, ()))
+        if not candidates:
+            return ()
+        padded = f" {folded} "
+        found: dict[str, None] = {}
+        for _, name, concept_id, locale in candidates:
+            if locale in locales and f" {name} " in padded:
+                found.setdefault(concept_id, None)
+        return tuple(found)
 
 
 def bodysite_name(concept_id: str, locale: Locale = "en") -> str | None:
@@ -352,11 +372,31 @@ def bodysite_name(concept_id: str, locale: Locale = "en") -> str | None:
     return _tables().bodysite_display.get((concept_id, locale))
 
 
+# Texts up to this length are cached, 4,096 of each table at most: at most about 16 MB held.
+_CACHED_TEXT_CHARS = 2000
+
+
+@lru_cache(maxsize=4096)
+def _medication_names_cached(folded_text: str, locales: tuple[str, ...]) -> tuple[str, ...]:
+    return _tables().medication_names.find(folded_text, locales)
+
+
+@lru_cache(maxsize=4096)
+def _bodysite_names_cached(folded_text: str, locales: tuple[str, ...]) -> tuple[str, ...]:
+    return _tables().bodysite_names.find(folded_text, locales)
+
+
 def find_medication_names(folded_text: str, locales: tuple[str, ...] = ("en", "fr")) -> tuple[str, ...]:
-    """Medication concepts whose ingredient name (in ``locales``) appears as whole words in folded text."""
-    return _find_names(folded_text, _tables().medication_names, locales)
+    """Medication concepts whose ingredient name (in ``locales``) appears as whole words in folded text.
+
+    Short texts are cached (the same order texts come back on every chart opening)."""
+    if len(folded_text) > _CACHED_TEXT_CHARS:
+        return _tables().medication_names.find(folded_text, locales)
+    return _medication_names_cached(folded_text, locales)
 
 
 def find_bodysite_names(folded_text: str, locales: tuple[str, ...] = ("en", "fr")) -> tuple[str, ...]:
-    """Body-site concepts named (in ``locales``) as whole words in already-folded text."""
-    return _find_names(folded_text, _tables().bodysite_names, locales)
+    """Body-site concepts named (in ``locales``) as whole words in already-folded text (short texts cached)."""
+    if len(folded_text) > _CACHED_TEXT_CHARS:
+        return _tables().bodysite_names.find(folded_text, locales)
+    return _bodysite_names_cached(folded_text, locales)

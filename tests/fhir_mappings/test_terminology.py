@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import unicodedata
 from collections import Counter
 from importlib import resources
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fhir_mappings import terminology as t
+from fhir_mappings.terminology import NameIndex, _tables, fold_text
 
 VALID_STATUS = {"VERIFIED", "VERIFIED-secondary", "UNVERIFIED"}
 
@@ -190,3 +195,37 @@ def test_medication_name_matching_is_accent_and_case_insensitive() -> None:
     # Whole words only: "calcitriol" is not found inside another word.
     assert t.find_medication_names(t.fold_text("precalcitriolx")) == ()
     assert t.find_medication_names(t.fold_text("warfarine"), ("en",)) == ()
+
+
+def _every_name_scan(folded: str, index: NameIndex, locales: tuple[str, ...]) -> tuple[str, ...]:
+    """The definition the index must keep: every name of the table, in row order, as whole words."""
+    rows = sorted(entry for entries in index.by_first_word.values() for entry in entries)
+    found = dict.fromkeys(c for _, name, c, locale in rows if locale in locales and f" {name} " in f" {folded} ")
+    return tuple(found)
+
+
+_TABLE_WORDS = sorted({word for index in (_tables().medication_names, _tables().bodysite_names)
+                       for entries in index.by_first_word.values() for _, name, _, _ in entries
+                       for word in name.split()})
+
+
+@settings(max_examples=300, deadline=None)
+@given(words=st.lists(st.one_of(st.sampled_from(_TABLE_WORDS), st.sampled_from(["de", "du", "left", "x", "10"])),
+                      max_size=12),
+       locales=st.sampled_from([("en", "fr"), ("en",), ("fr",)]))
+def test_the_first_word_index_finds_what_a_scan_of_every_name_finds(words: list[str], locales: tuple[str, ...]) -> None:
+    folded = fold_text(" ".join(words))
+    for index in (_tables().medication_names, _tables().bodysite_names):
+        assert index.find(folded, locales) == _every_name_scan(folded, index, locales)
+
+
+@pytest.mark.parametrize("text", ["Héparine SC", "HEPARINE sc", "Warfarine 5 mg", "œdème", "Ca++ / P", "  x  "])
+def test_folding_is_the_same_for_ascii_and_accented_text(text: str) -> None:
+    decomposed = unicodedata.normalize("NFKD", text)
+    slow = re.sub(r"[^0-9a-z]+", " ", "".join(c for c in decomposed if not unicodedata.combining(c)).casefold())
+    assert fold_text(text) == slow.strip()
+
+
+def test_a_name_without_letters_is_refused_at_load() -> None:
+    with pytest.raises(ValueError, match="no letter or digit"):
+        NameIndex.of("medication_names.csv", [{"name": " - ", "concept_id": "x", "locale": "en"}])
