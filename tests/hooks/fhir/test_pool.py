@@ -18,6 +18,12 @@ from tests.conftest import test_settings as settings_for
 from tests.support.loopback_fhir import LoopbackFhir
 
 CHURN_ROUNDS = 100
+# httpcore#1093: a request cancelled at the wrong moment leaves a connection the pool no longer tracks; the
+# pool retires it (what these tests check), but its socket is only reclaimed by the garbage collector, and
+# the ResourceWarning lands in whichever test is running then. It is upstream's socket, not a slot we leak.
+_ORPHANED_SOCKET = pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <function _SelectorTransport.__del__:pytest.PytestUnraisableExceptionWarning"
+)
 
 
 async def _cancelled_churn(send: object, rounds: int) -> None:
@@ -86,6 +92,7 @@ async def test_a_stalled_origin_does_not_take_connections_from_another() -> None
 
 
 @pytest.mark.timeout(60)
+@_ORPHANED_SOCKET
 async def test_cancelled_requests_through_the_slots_never_leak() -> None:
     async with LoopbackFhir(hang=False).running() as server:
         fetcher = HttpxFhirFetcher(
@@ -108,6 +115,7 @@ async def test_cancelled_requests_through_the_slots_never_leak() -> None:
 
 
 @pytest.mark.timeout(60)
+@_ORPHANED_SOCKET
 async def test_a_leaked_httpcore_pool_is_detected_and_replaced() -> None:
     """Bypassing the slots reproduces httpcore#1093; ``reclaim`` must then give the origin working connections."""
     async with LoopbackFhir(hang=False).running() as server:
