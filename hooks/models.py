@@ -87,7 +87,8 @@ class _Outgoing(BaseModel):
 
     @model_validator(mode="after")
     def _no_empty_optionals(self) -> _Outgoing:
-        for name, value in self:
+        # The fields themselves (extra is forbidden): pydantic's ``__iter__`` would build a list per model.
+        for name, value in self.__dict__.items():
             if value is None:
                 continue
             if isinstance(value, str | list | dict) and len(value) == 0 and name != "cards":
