@@ -90,7 +90,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         log_config=None,
         access_log=False,
-        # httptools (three times faster than h11) with h11's 16 KiB cap on the request head kept.
+        # httptools (it parses faster than h11) with h11's 16 KiB cap on the request head kept.
         http=HeadCappedHttpToolsProtocol,
         ws="none",
         # A lifespan failure must stop the process, not serve without a verifier.

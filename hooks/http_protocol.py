@@ -1,8 +1,9 @@
 """uvicorn's httptools protocol with the request-head cap that h11 enforced (issue 14).
 
 h11 (``h11_max_incomplete_event_size``) refused a request whose incomplete head (request line and headers)
-grew past 16 KiB: a client cannot make the server buffer an endless header. httptools parses about three
-times faster but has no such limit, so this subclass enforces it, a little more strictly than h11 did:
+grew past 16 KiB: a client cannot make the server buffer an endless header. httptools parses faster
+(dialysis call 3.98 → 3.91 ms of CPU) but has no such limit, so this subclass enforces it, a little more
+strictly than h11 did:
 
 - a head still incomplete after more than ``HEAD_LIMIT_BYTES`` have arrived is refused without waiting for
   its end (h11's rule; at most one socket read more than the limit is ever buffered);

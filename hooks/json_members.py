@@ -2,7 +2,7 @@
 
 RFC 8259 §4: names SHOULD be unique; parsers disagree on which duplicate wins, so an intermediary and this
 service could read different requests, and such a request is refused. The stdlib parser with an
-``object_pairs_hook`` finds them at about 190 µs per 24 KiB call (issue 14); counting colons costs a tenth:
+``object_pairs_hook`` took 224 µs per 24 KiB call (issue 14); counting colons takes 35:
 
 orjson keeps one member per name, and re-serialises every string with the same bytes a document has when it
 uses no ``\\uXXXX`` and no ``\\/`` escape (``\\"``, ``\\\\``, ``\\b``, ``\\f``, ``\\n``, ``\\r``,
