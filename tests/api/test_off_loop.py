@@ -130,3 +130,17 @@ async def test_duplicate_member_names_in_feedback_are_refused(
                                      headers={"content-type": "application/json"})
     assert response.status_code == 400
     assert memory_store.feedback == []
+
+
+async def test_a_body_nested_past_the_limit_is_a_clear_400(
+    make_client: Callable[..., Any], memory_store: MemoryAuditStore
+) -> None:
+    deep = b'{"a":' * 300 + b"1" + b"}" * 300
+    body = (b'{"hook": "patient-view", "hookInstance": "%s", "context": {"userId": "Practitioner/u1", '
+            b'"patientId": "p1"}, "extra": ' % str(uuid.uuid4()).encode()) + deep + b"}"
+    async with make_client() as client:
+        response = await client.post("/cds-services/calcinosis-assessment", content=body,
+                                     headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert "more than 254 deep" in response.json()["issue"][0]["diagnostics"]
+    assert [r.http_status for r in memory_store.calls] == [400]
