@@ -28,7 +28,9 @@ async def run_off_loop(
     """
     future = asyncio.get_running_loop().run_in_executor(executor, function)
     try:
-        return await asyncio.wait_for(future, budget_s)
+        # asyncio.timeout, not wait_for: the same cancellation at the budget without a waiter future per call.
+        async with asyncio.timeout(budget_s):
+            return await future
     except TimeoutError:
         raise ServiceUnavailable(
             f"{what} did not finish within {budget_s:g} s; retry later", failure="work-budget-exceeded"
