@@ -58,8 +58,6 @@ async def build_runtime(
     Refusals (``hooks.startup.REFUSALS``): ``AuditError`` from the store, ``TrustConfigError`` from the trust file.
     """
     now = clock or utc_now
-    registry = registry or build_registry(settings)
-    metrics = ServiceMetrics(registry.ids(), {d.hook for d in registry.descriptors()})
     closers: list[Callable[[], Awaitable[None]]] = []
     readiness: list[ReadinessCheck] = []
     if not (settings.audit_dsn or "").startswith("memory:"):
@@ -73,6 +71,10 @@ async def build_runtime(
             audit_store = build_audit_store(settings, clock=now)
         await audit_store.open()
         closers.append(audit_store.close)
+        # The services (knowledge, edsnlp: seconds of start-up) are built once the trust file and the audit
+        # store have not refused: a refusal is then said within about a second of the start.
+        registry = registry or build_registry(settings)
+        metrics = ServiceMetrics(registry.ids(), {d.hook for d in registry.descriptors()})
         if verifier is None:
             # JWT verification from CDS_TRUST_FILE; NoAuth only with authentication off (development).
             # Token times are judged by the service's own clock, like everything else it records.
