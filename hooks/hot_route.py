@@ -24,9 +24,10 @@ from starlette._utils import get_route_path
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
+from hooks.errors import CdsError
 from hooks.pipeline import handle_service_call
 from hooks.runtime import Runtime
-from hooks.web import internal_error_response, limited_receive, with_security_headers
+from hooks.web import error_response, internal_error_response, limited_receive, with_security_headers
 
 __all__ = ["CdsApp"]
 
@@ -44,6 +45,8 @@ class CdsApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.hot_lane and scope["type"] == "http" and scope["method"] == "POST":
+            if self.root_path:  # as FastAPI sets it, before any route is matched
+                scope["root_path"] = self.root_path
             match = _SERVICE_CALL.fullmatch(get_route_path(scope))
             if match is not None:
                 await self._service_call(match["service_id"], scope, receive, send)
@@ -51,7 +54,10 @@ class CdsApp(FastAPI):
         await super().__call__(scope, receive, send)
 
     async def _service_call(self, service_id: str, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["app"] = self  # what Starlette sets: Request.app, read by read_json_body
+        # What Starlette and the router set on the way: the app (read_json_body reads its state) and the path
+        # parameter.
+        scope["app"] = self
+        scope["path_params"] = {"service_id": service_id}
         send = with_security_headers(send)
         request = Request(scope, limited_receive(receive, self.max_body_bytes))
         started = False
@@ -65,6 +71,10 @@ class CdsApp(FastAPI):
             runtime: Runtime = self.state.runtime
             response = await handle_service_call(service_id, request, runtime)
             await response(scope, request.receive, tracked_send)
+        except CdsError as error:  # as the app's CdsError handler answers it (the pipeline answers its own)
+            if started:
+                raise
+            await error_response(error)(scope, request.receive, send)
         except Exception as exc:
             if started:  # the answer is on its way: nothing more can be said on this connection
                 raise

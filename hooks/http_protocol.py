@@ -8,9 +8,14 @@ strictly than h11 did:
 - a head still incomplete after more than ``HEAD_LIMIT_BYTES`` have arrived is refused without waiting for
   its end (h11's rule; at most one socket read more than the limit is ever buffered);
 - a head that arrives whole in one read is refused too when its URL and headers exceed the limit (h11
-  accepted those).
+  accepted those);
+- inside a body, the parser must make progress (body bytes, a chunk boundary) at least every
+  ``HEAD_LIMIT_BYTES``: an endless chunk-size line or trailer section is refused the same way;
+- trailers of a chunked body are counted against the same limit and dropped, as h11 dropped them (uvicorn's
+  httptools protocol would add them to the request's headers, after the service read them).
 
-The refusal is uvicorn's own: ``400 Invalid HTTP request received.`` and the connection closed.
+The refusal is uvicorn's own: ``400 Invalid HTTP request received.`` and the connection closed (a call
+whose body was being read then sees a disconnect, audited as such).
 """
 
 from __future__ import annotations
@@ -35,14 +40,22 @@ class HeadCappedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_head = True  # from the first byte of a request until its headers are complete
         self._head_bytes = 0  # bytes received while reading the current head
         self._head_fields = 0  # bytes of the URL and header names and values parsed so far
+        self._trailer_fields = 0  # bytes of the current body's trailers
+        self._progressed = False  # the parser made progress in the body during the current read
+        self._stalled_bytes = 0  # body phase: bytes received since the parser last made progress
 
     def data_received(self, data: bytes) -> None:
         counted = self._reading_head
         if counted:
             self._head_bytes += len(data)
+        self._progressed = False
         super().data_received(data)
-        # Started in a head that is still incomplete: every byte of this read belongs to that head.
-        over = counted and self._reading_head and self._head_bytes > HEAD_LIMIT_BYTES
+        if self._reading_head:
+            # Started in a head that is still incomplete: every byte of this read belongs to that head.
+            over = counted and self._head_bytes > HEAD_LIMIT_BYTES
+        else:
+            self._stalled_bytes = 0 if self._progressed else self._stalled_bytes + len(data)
+            over = self._stalled_bytes > HEAD_LIMIT_BYTES
         if over and not self.transport.is_closing():
             self.logger.warning(_REFUSAL)
             self.send_400_response(_REFUSAL)
@@ -57,17 +70,37 @@ class HeadCappedHttpToolsProtocol(HttpToolsProtocol):
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._reading_head:  # a trailer of a chunked body: counted, never a request header
+            self._trailer_fields += len(name) + len(value)
+            if self._trailer_fields > HEAD_LIMIT_BYTES:
+                raise _HeadTooLarge
+            return
         self._count_fields(len(name) + len(value))
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
         self._head_bytes = 0
+        self._head_fields = 0
+        self._trailer_fields = 0
+        self._stalled_bytes = 0
+        self._progressed = True
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._progressed = True
+        super().on_body(body)
+
+    def on_chunk_header(self) -> None:
+        self._progressed = True
+
+    def on_chunk_complete(self) -> None:
+        self._progressed = True
 
     def on_message_complete(self) -> None:
         self._reading_head = True
         self._head_bytes = 0
+        self._progressed = True
         super().on_message_complete()
 
     def _count_fields(self, size: int) -> None:

@@ -45,12 +45,12 @@ def repeats_a_member_name(raw: bytes, parsed: Any) -> bool:
 
     Raises NestedTooDeeply past NESTING_LIMIT levels.
     """
-    if b":" not in raw:
-        return False
     try:
         kept = orjson.dumps(parsed)
-    except TypeError:  # orjson's "Recursion limit reached"
+    except TypeError:  # orjson's "Recursion limit reached": the same limit whatever the document holds
         raise NestedTooDeeply from None
+    if b":" not in raw:
+        return False
     if b"\\" in raw and (b"\\u" in raw or b"\\/" in raw):
         try:
             json.loads(raw, object_pairs_hook=_refuse_repeats)

@@ -103,3 +103,32 @@ async def test_with_cors_configured_a_service_call_carries_the_cors_grant() -> N
         response = await client.post(SERVICE, json=_calciphylaxis_call(), headers={"Origin": ORIGIN})
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == ORIGIN
+
+
+async def test_an_escaping_cds_error_gets_its_own_status_on_the_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the app's CdsError handler does on the full stack (the pipeline answers its own errors today)."""
+    import hooks.hot_route
+    from hooks.errors import NotFound
+
+    async def refusing(*args: Any) -> Any:
+        raise NotFound("no CDS service with this id")
+
+    monkeypatch.setattr(hooks.hot_route, "handle_service_call", refusing)
+    app = create_app(settings_for_test(), audit_store=MemoryAuditStore(), clock=lambda: FIXED_NOW)
+    async with running_client(app) as client:
+        response = await client.post(SERVICE, json=_calciphylaxis_call())
+    assert response.status_code == 404
+    assert response.json()["resourceType"] == "OperationOutcome"
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize("hot_lane", [True, False])
+async def test_a_configured_root_path_is_routed_alike(hot_lane: bool) -> None:
+    store = MemoryAuditStore()
+    app = create_app(settings_for_test(), audit_store=store, clock=lambda: FIXED_NOW)
+    app.hot_lane = hot_lane  # type: ignore[attr-defined]
+    app.root_path = "/cds"
+    async with running_client(app) as client:
+        response = await client.post("/cds" + SERVICE, json=_calciphylaxis_call())
+    assert response.status_code == 200
+    assert response.json()["cards"]

@@ -122,3 +122,34 @@ def test_a_keep_alive_connection_counts_each_head_on_its_own(port: int) -> None:
                 assert chunk, "the server closed a keep-alive connection"
                 answer += chunk
             assert answer.startswith(b"HTTP/1.1 200")
+
+
+def _chunked_start() -> bytes:
+    return b"POST /cds-services/x HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+def test_a_chunked_body_is_served_and_its_trailers_are_not_request_headers(port: int) -> None:
+    request = _chunked_start() + b"3\r\nabc\r\n2\r\nde\r\n0\r\nauthorization: Bearer injected\r\nx-t: 1\r\n\r\n"
+    answer = _exchange(port, [request])
+    assert answer.startswith(b"HTTP/1.1 200")
+    # Two headers in the head; the trailers did not join them (the app counts after reading the body).
+    assert answer.endswith(b"2 headers, 5 body bytes")
+
+
+def test_an_endless_trailer_is_refused_before_it_ends(port: int) -> None:
+    pieces = [_chunked_start() + b"3\r\nabc\r\n0\r\nx-t: "] + [b"a" * 4096] * 8
+    assert _exchange(port, pieces, pause_s=0.01).startswith(REFUSED)
+
+
+def test_an_endless_chunk_size_line_is_refused_before_it_ends(port: int) -> None:
+    pieces = [_chunked_start() + b"3;ext="] + [b"e" * 4096] * 8
+    assert _exchange(port, pieces, pause_s=0.01).startswith(REFUSED)
+
+
+def test_a_large_body_in_many_reads_is_served(port: int) -> None:
+    body = b"x" * (256 * 1024)
+    head = (b"POST /cds-services/x HTTP/1.1\r\nhost: test\r\ncontent-length: "
+            + str(len(body)).encode() + b"\r\n\r\n")
+    pieces = [head] + [body[i:i + 8192] for i in range(0, len(body), 8192)]
+    answer = _exchange(port, pieces)
+    assert answer.endswith(b"2 headers, 262144 body bytes")
