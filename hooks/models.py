@@ -7,19 +7,16 @@ non-conformant card cannot be built: summary under 140 characters, ``source.labe
 only on smart links, and no null or empty optional field in anything we emit (#use-of-json).
 
 Incoming objects accept unknown keys (vendors add their own, e.g. Epic's ``overrideReasons`` in feedback);
-outgoing objects forbid them.
+outgoing objects forbid them (``hooks.model_base``). The feedback models are in ``hooks.feedback_models``.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import (
-    AwareDatetime,
-    BaseModel,
     ConfigDict,
     Field,
     SecretStr,
@@ -27,6 +24,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+# The feedback models live in hooks.feedback_models (re-exported here, where the other wire models are).
+from hooks.feedback_models import FeedbackItem, FeedbackRequest
+from hooks.model_base import EARLIEST_OUTCOME, IncomingModel, OutgoingModel
 
 __all__ = [
     "EARLIEST_OUTCOME",
@@ -60,14 +61,6 @@ _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]{1,8192}=*")
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _REFERENCE = re.compile(r"^[A-Za-z]+/([A-Za-z0-9\-.]{1,64})$")
 _USER_TYPES = ("Practitioner", "PractitionerRole", "Patient", "RelatedPerson")
-# FHIR R4 instant (http://hl7.org/fhir/R4/datatypes.html#instant): a zone is required, seconds too.
-_FHIR_INSTANT = re.compile(
-    r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)-(0[1-9]|1[0-2])-(0[1-9]|[1-2][0-9]|3[0-1])"
-    r"T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
-)
-# Feedback about a card cannot predate this service (nor CDS Hooks itself): an earlier outcomeTimestamp is a
-# client bug such as "0" or 5 read as 1970, not an outcome. The upper bound is the receiving clock (pipeline).
-EARLIEST_OUTCOME = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def is_fhir_id(value: str) -> bool:
@@ -76,33 +69,10 @@ def is_fhir_id(value: str) -> bool:
     return bool(_FHIR_ID.fullmatch(value)) and value.strip(".") != ""
 
 
-class _Incoming(BaseModel):
-    # Strict: a JSON string is never read as a number, a number never as a string or a bool (the spec types
-    # each field; "10.9" for a number or 5 for a timestamp is a client bug to report, not to guess at).
-    model_config = ConfigDict(extra="allow", str_strip_whitespace=False, strict=True)
-
-
-class _Outgoing(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="after")
-    def _no_empty_optionals(self) -> _Outgoing:
-        # The fields themselves (extra is forbidden): pydantic's ``__iter__`` would build a list per model.
-        for name, value in self.__dict__.items():
-            if value is None:
-                continue
-            if isinstance(value, str | list | dict) and len(value) == 0 and name != "cards":
-                raise ValueError(f"{name} must be omitted rather than sent empty (CDS Hooks #use-of-json)")
-        return self
-
-    def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
-
-
 # --------------------------------------------------------------------------- request
 
 
-class FhirAuthorization(_Incoming):
+class FhirAuthorization(IncomingModel):
     """#passing-the-access-token-to-the-cds-service. The token is a SecretStr: it never prints or logs."""
 
     model_config = ConfigDict(extra="allow", strict=True)
@@ -130,7 +100,7 @@ class FhirAuthorization(_Incoming):
         return value
 
 
-class _HookContext(_Incoming):
+class _HookContext(IncomingModel):
     userId: str
     patientId: str = Field(min_length=1, max_length=64)
     encounterId: str | None = Field(default=None, min_length=1, max_length=64)
@@ -197,7 +167,7 @@ def context_model_for(hook: str) -> type[_HookContext]:
     return _CONTEXTS[hook]
 
 
-class CdsRequest(_Incoming):
+class CdsRequest(IncomingModel):
     """#calling-a-cds-service. ``context`` is validated per hook after dispatch on (id, hook)."""
 
     hook: str = Field(min_length=1, max_length=128, examples=["patient-view"])
@@ -232,7 +202,7 @@ class CdsRequest(_Incoming):
 # --------------------------------------------------------------------------- response
 
 
-class Coding(_Outgoing):
+class Coding(OutgoingModel):
     system: str = Field(min_length=1)
     code: str = Field(min_length=1)
     display: str | None = None
@@ -244,14 +214,14 @@ class OverrideReason(Coding):
     display: str = Field(min_length=1)
 
 
-class Source(_Outgoing):
+class Source(OutgoingModel):
     label: str = Field(min_length=1)
     url: str | None = None
     icon: str | None = None
     topic: Coding | None = None
 
 
-class Action(_Outgoing):
+class Action(OutgoingModel):
     type: Literal["create", "update", "delete"]
     description: str = Field(min_length=1)
     resource: dict[str, Any] | None = None
@@ -266,14 +236,14 @@ class Action(_Outgoing):
         return self
 
 
-class Suggestion(_Outgoing):
+class Suggestion(OutgoingModel):
     label: str = Field(min_length=1)
     uuid: str | None = None
     isRecommended: bool | None = None
     actions: list[Action] | None = None
 
 
-class Link(_Outgoing):
+class Link(OutgoingModel):
     label: str = Field(min_length=1)
     url: str = Field(min_length=1)
     type: Literal["absolute", "smart"]
@@ -287,7 +257,7 @@ class Link(_Outgoing):
         return self
 
 
-class Card(_Outgoing):
+class Card(OutgoingModel):
     """#card-attributes."""
 
     uuid: str | None = None
@@ -313,7 +283,7 @@ class Card(_Outgoing):
         return self
 
 
-class CdsResponse(_Outgoing):
+class CdsResponse(OutgoingModel):
     cards: list[Card]
     systemActions: list[Action] | None = None
 
@@ -321,7 +291,7 @@ class CdsResponse(_Outgoing):
 # --------------------------------------------------------------------------- discovery
 
 
-class ServiceDescriptor(_Outgoing):
+class ServiceDescriptor(OutgoingModel):
     hook: str
     title: str | None = None
     description: str
@@ -330,80 +300,10 @@ class ServiceDescriptor(_Outgoing):
     usageRequirements: str | None = None
 
 
-class DiscoveryResponse(_Outgoing):
+class DiscoveryResponse(OutgoingModel):
     services: list[ServiceDescriptor]
 
     @model_validator(mode="after")
     def _no_empty_optionals(self) -> DiscoveryResponse:
         # An empty services list is the spec's "no services" answer, not a forbidden empty optional.
         return self
-
-
-# --------------------------------------------------------------------------- feedback
-
-
-class AcceptedSuggestion(_Incoming):
-    id: str = Field(min_length=1)
-
-
-class FeedbackCoding(_Incoming):
-    system: str | None = None
-    code: str = Field(min_length=1)
-    display: str | None = None
-
-
-class FeedbackOverrideReason(_Incoming):
-    # A reason or a comment, as a value rather than null (the schema says what _something checks).
-    model_config = ConfigDict(json_schema_extra={"anyOf": [
-        {"required": ["reason"], "properties": {"reason": {"type": "object"}}},
-        {"required": ["userComment"], "properties": {"userComment": {"type": "string"}}},
-    ]})
-
-    reason: FeedbackCoding | None = None
-    userComment: str | None = Field(default=None, max_length=4000)
-
-    @model_validator(mode="after")
-    def _something(self) -> FeedbackOverrideReason:
-        if self.reason is None and self.userComment is None:
-            raise ValueError("overrideReason needs a reason or a userComment")
-        return self
-
-
-class FeedbackItem(_Incoming):
-    """#feedback: one outcome for one card; the same card may be reported several times."""
-
-    card: str = Field(min_length=1, max_length=128)
-    outcome: Literal["accepted", "overridden"]
-    acceptedSuggestions: list[AcceptedSuggestion] | None = None
-    overrideReason: FeedbackOverrideReason | None = None
-    # Not strict: the instant arrives as a JSON string and becomes a datetime (checked as an instant first).
-    outcomeTimestamp: AwareDatetime = Field(strict=False, json_schema_extra={"pattern": _FHIR_INSTANT.pattern})
-
-    @field_validator("outcomeTimestamp", mode="before")
-    @classmethod
-    def _instant(cls, value: Any) -> Any:
-        if not isinstance(value, str) or not _FHIR_INSTANT.fullmatch(value):
-            raise ValueError("outcomeTimestamp must be a FHIR instant such as 2021-12-11T10:05:31Z")
-        return value
-
-    @field_validator("outcomeTimestamp")
-    @classmethod
-    def _representable(cls, value: datetime) -> datetime:
-        try:
-            in_utc = value.astimezone(UTC)
-        except OverflowError:
-            raise ValueError("outcomeTimestamp is outside the calendar once converted to UTC") from None
-        if in_utc < EARLIEST_OUTCOME:
-            raise ValueError(f"outcomeTimestamp is before {EARLIEST_OUTCOME:%Y-%m-%d}")
-        return value
-
-    @model_validator(mode="after")
-    def _accepted_needs_suggestions(self) -> FeedbackItem:
-        if self.outcome == "accepted" and not self.acceptedSuggestions:
-            raise ValueError("an accepted outcome needs acceptedSuggestions")
-        return self
-
-
-class FeedbackRequest(_Incoming):
-    feedback: list[FeedbackItem] = Field(min_length=1, max_length=1000)
-
