@@ -62,7 +62,7 @@ async def _time_calls(settings: Settings, tokens: list[str | None], budget_s: fl
             response = await client.post("/cds-services/stub", json=body, headers=headers)
             elapsed = time.perf_counter() - started
             if response.status_code != 200:
-                raise SystemExit(f"benchmark call failed with {response.status_code}")
+                raise SystemExit(f"benchmark call failed with {response.status_code}: {response.text[:300]}")
             if index >= 20:  # the first calls warm caches and fetch the JWKS
                 samples.append(elapsed)
             if time.perf_counter() > deadline:
@@ -101,8 +101,11 @@ async def main(calls: int, budget_s: float) -> None:
             {"iss": RS_ISS, "jku": [server.url("/rs.json")], "algorithms": ["RS384"]},
         ]}))
         minters: dict[str, Callable[[], str]] = {
-            "ES384": lambda: sandbox_token(es_key, iss=ES_ISS, aud=SERVICE_URL, jku=server.url("/es.json")),
-            "RS384": lambda: epic_token(rs_key, iss=RS_ISS, aud=SERVICE_URL, jku=server.url("/rs.json")),
+            # Issued now: the app judges token times by the real clock here (the tests' tokens use a fixed one).
+            "ES384": lambda: sandbox_token(es_key, iss=ES_ISS, aud=SERVICE_URL, jku=server.url("/es.json"),
+                                           now=int(time.time())),
+            "RS384": lambda: epic_token(rs_key, iss=RS_ISS, aud=SERVICE_URL, jku=server.url("/rs.json"),
+                                        now=int(time.time())),
         }
         no_auth = await _time_calls(_settings(None), [None] * calls, budget_s)
         baseline = statistics.median(no_auth) * 1000
