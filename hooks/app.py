@@ -65,7 +65,7 @@ def create_app(
     verifier: CallerVerifier | None = None,
     fetcher: FhirFetcher | None = None,
     clock: Clock | None = None,
-) -> FastAPI:
+) -> CdsApp:
     """Build the service. Collaborators not given are built from settings in the lifespan.
 
     ``app.state.prepare()`` builds them ahead of the lifespan: ``calcinosis-cds serve`` calls it before the

@@ -32,7 +32,7 @@ def _calciphylaxis_call() -> dict[str, Any]:
 async def _answer(hot_lane: bool, method: str, path: str, **request: Any) -> tuple[httpx.Response, MemoryAuditStore]:
     store = MemoryAuditStore()
     app = create_app(settings_for_test(), audit_store=store, clock=lambda: FIXED_NOW)
-    app.hot_lane = hot_lane  # type: ignore[attr-defined]
+    app.hot_lane = hot_lane
     async with running_client(app) as client:
         response = await client.request(method, path, **request)
     return response, store
@@ -126,7 +126,7 @@ async def test_an_escaping_cds_error_gets_its_own_status_on_the_lane(monkeypatch
 async def test_a_configured_root_path_is_routed_alike(hot_lane: bool) -> None:
     store = MemoryAuditStore()
     app = create_app(settings_for_test(), audit_store=store, clock=lambda: FIXED_NOW)
-    app.hot_lane = hot_lane  # type: ignore[attr-defined]
+    app.hot_lane = hot_lane
     app.root_path = "/cds"
     async with running_client(app) as client:
         response = await client.post("/cds" + SERVICE, json=_calciphylaxis_call())
