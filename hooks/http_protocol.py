@@ -14,20 +14,29 @@ strictly than h11 did:
 - trailers of a chunked body are counted against the same limit and dropped, as h11 dropped them (uvicorn's
   httptools protocol would add them to the request's headers, after the service read them).
 
-The refusal is uvicorn's own: ``400 Invalid HTTP request received.`` and the connection closed (a call
-whose body was being read then sees a disconnect, audited as such).
+The refusal is a 400 and the connection closed (a call whose body was being read then sees a disconnect,
+audited as such). Its body is an OperationOutcome with the security headers, for this refusal and for every
+request uvicorn cannot parse (uvicorn's own answer is plain text); it never reached the service, so it is
+in the log, not the audit trail, like the proxy's refusals.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import orjson
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from hooks.errors import operation_outcome
+from hooks.web import SECURITY_HEADERS
 
 __all__ = ["HEAD_LIMIT_BYTES", "HeadCappedHttpToolsProtocol"]
 
 HEAD_LIMIT_BYTES = 16 * 1024
 _REFUSAL = "Invalid HTTP request received."
+_REFUSAL_BODY = orjson.dumps(operation_outcome(
+    "the request is not valid HTTP/1.1, or its request line and headers (or a chunked body's framing and "
+    "trailers) exceed 16 KiB", code="structure"))
 
 
 class _HeadTooLarge(Exception):
@@ -59,6 +68,21 @@ class HeadCappedHttpToolsProtocol(HttpToolsProtocol):
         if over and not self.transport.is_closing():
             self.logger.warning(_REFUSAL)
             self.send_400_response(_REFUSAL)
+
+    def send_400_response(self, msg: str) -> None:
+        """The refusal as an OperationOutcome (uvicorn's is plain text); ``msg`` is uvicorn's log line."""
+        content = [STATUS_LINE[400]]
+        for name, value in [*self.server_state.default_headers, *SECURITY_HEADERS]:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.extend([
+            b"content-type: application/fhir+json\r\n",
+            b"content-length: " + str(len(_REFUSAL_BODY)).encode("ascii") + b"\r\n",
+            b"connection: close\r\n",
+            b"\r\n",
+            _REFUSAL_BODY,
+        ])
+        self.transport.write(b"".join(content))
+        self.transport.close()
 
     def on_message_begin(self) -> None:
         self._reading_head = True

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 import uvicorn
 
@@ -65,7 +66,8 @@ def _exchange(port: int, pieces: list[bytes], pause_s: float = 0.0) -> bytes:
             pass  # the server refused and closed mid-way: what it said is still readable or lost
         answer = b""
         try:
-            while b"\r\n\r\n" not in answer or (answer.startswith(b"HTTP/1.1 200") and not answer.endswith(b"bytes")):
+            # A refusal is read to the end (the server closes); an answer until its body is in.
+            while not (answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"bytes")):
                 chunk = connection.recv(65536)
                 if not chunk:
                     break
@@ -94,7 +96,18 @@ def test_a_head_just_under_the_limit_is_served_even_in_pieces(port: int) -> None
 
 
 def test_a_head_over_the_limit_in_one_piece_is_refused(port: int) -> None:
-    assert _exchange(port, [_head(HEAD_LIMIT_BYTES + 10)]).startswith(REFUSED)
+    answer = _exchange(port, [_head(HEAD_LIMIT_BYTES + 10)])
+    assert answer.startswith(REFUSED)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/fhir+json" in head
+    assert b"x-content-type-options: nosniff" in head
+    assert orjson.loads(body)["resourceType"] == "OperationOutcome"
+
+
+def test_a_request_that_is_not_http_gets_an_operation_outcome(port: int) -> None:
+    answer = _exchange(port, [b"NOT HTTP AT ALL\r\n\r\n"])
+    assert answer.startswith(REFUSED)
+    assert orjson.loads(answer.partition(b"\r\n\r\n")[2])["issue"][0]["code"] == "structure"
 
 
 def test_an_endless_head_is_refused_before_it_ends(port: int) -> None:
