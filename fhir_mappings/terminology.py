@@ -372,31 +372,29 @@ def bodysite_name(concept_id: str, locale: Locale = "en") -> str | None:
     return _tables().bodysite_display.get((concept_id, locale))
 
 
-# Texts up to this length are cached, 4,096 of each table at most: at most about 16 MB held.
+# Texts up to this length are cached, 8,192 (of both tables) at most: at most about 16 MB held.
 _CACHED_TEXT_CHARS = 2000
+_NamesTable = Literal["medication_names", "bodysite_names"]
 
 
-@lru_cache(maxsize=4096)
-def _medication_names_cached(folded_text: str, locales: tuple[str, ...]) -> tuple[str, ...]:
-    return _tables().medication_names.find(folded_text, locales)
+@lru_cache(maxsize=8192)
+def _find_cached(table: _NamesTable, folded_text: str, locales: tuple[str, ...]) -> tuple[str, ...]:
+    index: NameIndex = getattr(_tables(), table)
+    return index.find(folded_text, locales)
 
 
-@lru_cache(maxsize=4096)
-def _bodysite_names_cached(folded_text: str, locales: tuple[str, ...]) -> tuple[str, ...]:
-    return _tables().bodysite_names.find(folded_text, locales)
+def _find(table: _NamesTable, folded_text: str, locales: tuple[str, ...]) -> tuple[str, ...]:
+    # Short texts are cached: the same order and problem-list texts come back on every chart opening.
+    if len(folded_text) > _CACHED_TEXT_CHARS:
+        return _find_cached.__wrapped__(table, folded_text, locales)
+    return _find_cached(table, folded_text, locales)
 
 
 def find_medication_names(folded_text: str, locales: tuple[str, ...] = ("en", "fr")) -> tuple[str, ...]:
-    """Medication concepts whose ingredient name (in ``locales``) appears as whole words in folded text.
-
-    Short texts are cached (the same order texts come back on every chart opening)."""
-    if len(folded_text) > _CACHED_TEXT_CHARS:
-        return _tables().medication_names.find(folded_text, locales)
-    return _medication_names_cached(folded_text, locales)
+    """Medication concepts whose ingredient name (in ``locales``) appears as whole words in folded text."""
+    return _find("medication_names", folded_text, locales)
 
 
 def find_bodysite_names(folded_text: str, locales: tuple[str, ...] = ("en", "fr")) -> tuple[str, ...]:
-    """Body-site concepts named (in ``locales``) as whole words in already-folded text (short texts cached)."""
-    if len(folded_text) > _CACHED_TEXT_CHARS:
-        return _tables().bodysite_names.find(folded_text, locales)
-    return _bodysite_names_cached(folded_text, locales)
+    """Body-site concepts named (in ``locales``) as whole words in already-folded text."""
+    return _find("bodysite_names", folded_text, locales)

@@ -108,7 +108,6 @@ def create_app(
         redoc_url=None,
     )
     app.state.prepare = prepare
-    app.max_body_bytes = settings.max_body_bytes
     # With CORS configured, service calls take the full stack (the CORS middleware answers for them).
     app.hot_lane = not settings.cors_origins
     _install_error_handlers(app)

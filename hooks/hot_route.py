@@ -41,7 +41,6 @@ class CdsApp(FastAPI):
     """FastAPI, with the service-call endpoint answered on its own lane (``hot_lane`` False turns it off)."""
 
     hot_lane: bool = True
-    max_body_bytes: int = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.hot_lane and scope["type"] == "http" and scope["method"] == "POST":
@@ -59,7 +58,6 @@ class CdsApp(FastAPI):
         scope["app"] = self
         scope["path_params"] = {"service_id": service_id}
         send = with_security_headers(send)
-        request = Request(scope, limited_receive(receive, self.max_body_bytes))
         started = False
 
         async def tracked_send(message: Message) -> None:
@@ -69,14 +67,15 @@ class CdsApp(FastAPI):
 
         try:
             runtime: Runtime = self.state.runtime
+            request = Request(scope, limited_receive(receive, runtime.settings.max_body_bytes))
             response = await handle_service_call(service_id, request, runtime)
-            await response(scope, request.receive, tracked_send)
-        except CdsError as error:  # as the app's CdsError handler answers it (the pipeline answers its own)
-            if started:
-                raise
-            await error_response(error)(scope, request.receive, send)
+            await response(scope, receive, tracked_send)
         except Exception as exc:
             if started:  # the answer is on its way: nothing more can be said on this connection
                 raise
-            log.error("unhandled %s on %s", type(exc).__name__, scope["path"], exc_info=exc)
-            await internal_error_response()(scope, request.receive, send)
+            if isinstance(exc, CdsError):  # as the app's CdsError handler answers it (the pipeline answers its own)
+                refusal = error_response(exc)
+            else:
+                log.error("unhandled %s on %s", type(exc).__name__, scope["path"], exc_info=exc)
+                refusal = internal_error_response()
+            await refusal(scope, receive, send)
