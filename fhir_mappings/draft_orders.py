@@ -26,12 +26,18 @@ from fhir_mappings.facts import DataIssue, MedicationFact
 from fhir_mappings.medications import read_medication_request
 from fhir_mappings.models import MEDICATION_REQUEST, MedicationRequest
 
-__all__ = ["DraftOrder", "DraftOrderError", "read_draft_orders", "selected"]
+__all__ = ["UNREAD_ISSUES", "DraftOrder", "DraftOrderError", "read_draft_orders", "selected"]
 
 # The resource that names the patient: ``subject`` on request resources, ``patient`` on NutritionOrder.
 _SUBJECT_FIELDS: Final = ("subject", "patient")
 # Never to be signed: these are not orders being written (order-sign may re-send revised orders: any other status).
 _NOT_ORDERS: Final = frozenset({"entered-in-error", "revoked", "cancelled"})
+# What leaves a draft's drug unknown: the resource is invalid where the drug is named, or names a Medication
+# that was not sent (and no display to read it by).
+UNREAD_ISSUES: Final = frozenset({"malformed-resource", "unresolved-medication"})
+# The elements that name the drug (and its status), kept when the rest of a draft is invalid.
+_DRUG_ELEMENTS: Final = ("resourceType", "id", "status", "intent", "authoredOn", "medicationCodeableConcept",
+                         "medicationReference", "contained")
 
 
 class DraftOrderError(ValueError):
@@ -53,6 +59,9 @@ class DraftOrder:
     status: str | None
     medications: tuple[MedicationFact, ...] = ()
     issues: tuple[DataIssue, ...] = ()
+    # 1-based, among the orders of the Bundle (Patient and Medication entries not counted): how a card names a
+    # draft it could not read (the sender's text never reaches a card).
+    position: int = 0
 
     @property
     def reference(self) -> str | None:
@@ -62,6 +71,13 @@ class DraftOrder:
     @property
     def is_order(self) -> bool:
         return self.status not in _NOT_ORDERS
+
+    @property
+    def unread(self) -> bool:
+        """A drug order whose drug could not be read (invalid, or a Medication not sent and no name): its checks
+        were not made, and the card says so rather than stay silent."""
+        return (self.resource_type == "MedicationRequest" and not self.medications
+                and any(i.kind in UNREAD_ISSUES for i in self.issues))
 
 
 def _patient_of(resource: Mapping[str, Any]) -> str | None:
@@ -137,12 +153,19 @@ def _medications(resource: Mapping[str, Any], locales: tuple[str, ...],
     kind = resource.get("resourceType")
     raw = (resource if kind == "MedicationRequest" else _nutrition_as_medication_request(resource)
            if kind == "NutritionOrder" else _as_medication_request(resource))
+    issues: list[DataIssue] = []
     try:
         request: MedicationRequest = MEDICATION_REQUEST.validate_python(raw)
     except ValidationError as exc:
-        detail = f"draft {kind} not read: {exc.error_count()} invalid field(s)"
-        return [], [DataIssue("malformed-resource", detail)]
-    facts, issues = read_medication_request(request, locales, definitions)
+        # An invalid dose or timing must not hide the drug: read it from the elements that name it alone. The
+        # rest (route, dates) is then not recorded, and the checks treat it so (an unknown route counts as IV).
+        issues.append(DataIssue("malformed-resource", f"draft {kind}: {exc.error_count()} invalid field(s)"))
+        try:
+            request = MEDICATION_REQUEST.validate_python({k: raw[k] for k in _DRUG_ELEMENTS if k in raw})
+        except ValidationError:
+            return [], issues
+    facts, read_issues = read_medication_request(request, locales, definitions)
+    issues += read_issues
     if kind != "MedicationRequest":
         facts = [replace(f, provenance=replace(f.provenance, resource_type=str(kind))) for f in facts]
     # A draft is not yet given: its status stays what the EHR sent ("draft"), never "active".
@@ -197,7 +220,7 @@ def read_draft_orders(
             medications, issues = _medications(resource, locales, definitions)
         status = resource.get("status")
         orders.append(DraftOrder(kind, resource.get("id"), url, status if isinstance(status, str) else None,
-                                 tuple(medications), tuple(issues)))
+                                 tuple(medications), tuple(issues), position=len(orders) + 1))
     return orders
 
 

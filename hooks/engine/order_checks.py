@@ -220,7 +220,8 @@ class _Checker:
         chosen = check.variants[variant] if variant is not None else None
         alternative = (self.alternative_for(check, ctx, draft, drug)
                        if not reversed_ and (chosen is None or chosen.alternative) else None)
-        delete = check.delete_reversed if reversed_ else (chosen.suggest_delete if chosen else True)
+        own = chosen.suggest_delete if chosen is not None else None
+        delete = check.delete_reversed if reversed_ else (check.suggest_delete if own is None else own)
         return OrderFinding(check, check.indicator, draft, drug, partner, reversed_, _shown(evidence),
                             variant=variant, alternative=alternative,
                             suggest_delete=delete and draft.reference is not None, route_unknown=route_unknown)

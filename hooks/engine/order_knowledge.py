@@ -99,7 +99,8 @@ class Variant(_Strict):
     for_order: list[str] = Field(default_factory=list)
     summary: Localized | None = None
     reason: Localized | None = None
-    suggest_delete: bool = True
+    # None: as the check says (``OrderCheck.suggest_delete``).
+    suggest_delete: bool | None = None
     alternative: bool = True
     basis: str = Field(min_length=1)
 
@@ -117,6 +118,8 @@ class OrderCheck(_Strict):
     either_order: bool = False
     delete_reversed: bool = True
     duplicate: bool = False
+    # False: a caution, not a contraindication; the card offers no removal of the draft (a variant may say again).
+    suggest_delete: bool = True
     when: dict[str, Any] | None = None
     summary: Localized
     reason: Localized

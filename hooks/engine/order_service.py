@@ -47,7 +47,8 @@ def assess_orders(
 ) -> tuple[list[Card], HookOutcome]:
     """The cards for these drafts, and what the audit keeps (check ids, facts used, knowledge hash)."""
     from hooks.engine.assessment import assess
-    from hooks.engine.cards.order_card import render_order_cards
+    from hooks.engine.cards.order_card import NOT_READ_CHECK, render_order_cards
+    from hooks.engine.evidence import Evidence
     from hooks.engine.order_checks import check_orders
     from hooks.engine.order_knowledge import load_order_checks
     from hooks.engine.service import facts_from_resources
@@ -55,18 +56,26 @@ def assess_orders(
     knowledge = load_order_checks()
     silent = HookOutcome(response=CdsResponse(cards=[]), ruleset_version=knowledge.knowledge.version,
                          ruleset_hash=knowledge.content_hash)
-    if not any(knowledge.concerns(m.concept, m.groups) for d in to_check for m in d.medications):
+    concerned = any(knowledge.concerns(m.concept, m.groups) for d in to_check for m in d.medications)
+    # A drug order the service could not read was not checked: the card says so (never a silent pass).
+    unread = [d for d in to_check if d.is_order and d.unread]
+    if not concerned and not unread:
         return [], silent
     facts = facts_from_resources(resources, patient_id=patient_id, now=now, options=options,
                                  patient_aliases=patient_aliases, unavailable=unavailable)
     if facts.deceased:
         return [], silent
-    findings = check_orders(facts, assess(facts, knowledge.knowledge), to_check, all_drafts, knowledge)
-    cards = render_order_cards(findings, facts, knowledge, locale=locale, seed=seed, encounter_id=encounter_id)
+    findings = (check_orders(facts, assess(facts, knowledge.knowledge), to_check, all_drafts, knowledge)
+                if concerned else [])
+    cards = render_order_cards(findings, facts, knowledge, locale=locale, seed=seed, encounter_id=encounter_id,
+                               unread=unread, orders=len(all_drafts))
+    not_read = [Evidence(kind="data-issue", concept=issue.kind, text=issue.detail, reference=d.reference)
+                for d in unread for issue in d.issues]
     outcome = HookOutcome(
         response=CdsResponse(cards=cards),
-        rules_fired=list(dict.fromkeys(f"order:{f.check.id}" for f in findings)),
-        facts_used=[e.to_dict() for f in findings for e in f.evidence],
+        rules_fired=list(dict.fromkeys([*(f"order:{f.check.id}" for f in findings),
+                                        *([f"order:{NOT_READ_CHECK}"] if unread else [])])),
+        facts_used=[*(e.to_dict() for f in findings for e in f.evidence), *(e.to_dict() for e in not_read)],
         ruleset_version=knowledge.knowledge.version,
         ruleset_hash=knowledge.content_hash,
     )

@@ -17,6 +17,7 @@ from typing import Any
 
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 
+from fhir_mappings.draft_orders import UNREAD_ISSUES, DraftOrder
 from fhir_mappings.facts import PatientFacts
 from fhir_mappings.terminology import lookup
 from hooks.engine.cards.lines import Ledger, evidence_lines
@@ -26,9 +27,11 @@ from hooks.engine.order_checks import OrderFinding
 from hooks.engine.order_knowledge import Alternative, OrderKnowledge, UnknownFact
 from hooks.models import SUMMARY_MAX_CHARS, Action, Card, OverrideReason, Source, Suggestion
 
-__all__ = ["ORDER_SAFETY_KIND", "render_order_cards"]
+__all__ = ["NOT_READ_CHECK", "ORDER_SAFETY_KIND", "render_order_cards"]
 
 ORDER_SAFETY_KIND = "order-safety"
+# The extension's "check" of the card for a draft whose drug could not be read (public, as the check ids are).
+NOT_READ_CHECK = "draft-not-read"
 _FACTS = 3
 
 
@@ -180,8 +183,29 @@ class _OrderRenderer:
         return dumped
 
 
+    def unread_card(self, draft: DraftOrder, orders: int) -> Card:
+        """A drug order whose drug could not be read: its checks were not made, said rather than kept silent."""
+        reference = draft.reference or draft.full_url or draft.resource_type
+        lines = [self.bold("why", self.msg("not_read_reason"))]
+        if orders > 1:
+            lines.insert(0, self.bold("order", self.msg("not_read_position", position=str(draft.position),
+                                                        orders=str(orders))))
+        reasons = [i.kind for i in draft.issues if i.kind in UNREAD_ISSUES]
+        return Card(
+            uuid=self.uuid_for("card", NOT_READ_CHECK, reference),
+            summary=self.msg("not_read_summary"),
+            detail=fit_detail(lines),
+            indicator="info",
+            source=Source(label=self.msg("not_read_source")),
+            extension={EXTENSION_KEY: {"kind": ORDER_SAFETY_KIND, "check": NOT_READ_CHECK, "order": reference,
+                                       "notRead": reasons[0]}},
+        )
+
+
 def render_order_cards(findings: Sequence[OrderFinding], facts: PatientFacts, knowledge: OrderKnowledge, *,
-                       locale: str, seed: str, encounter_id: str | None = None) -> list[Card]:
-    """One card per finding, most severe first; none when no check fires (most orders)."""
+                       locale: str, seed: str, encounter_id: str | None = None,
+                       unread: Sequence[DraftOrder] = (), orders: int = 0) -> list[Card]:
+    """One card per finding, most severe first, then one per draft whose drug could not be read (``orders``:
+    how many orders the Bundle holds); none when no check fires (most orders)."""
     renderer = _OrderRenderer(knowledge, Words(knowledge.knowledge, locale), facts, seed, encounter_id)
-    return [renderer.card(finding) for finding in findings]
+    return [*(renderer.card(finding) for finding in findings), *(renderer.unread_card(d, orders) for d in unread)]
