@@ -32,6 +32,7 @@ __all__ = [
     "is_context_observation",
     "mechanical_valve_status",
     "status_of",
+    "valve_kind",
 ]
 
 # Text kinds of ``tables/text_terms.csv`` that name a condition of the patient context (concept id = kind).
@@ -155,23 +156,41 @@ def status_of(
     return StatusFact("unknown", basis=f"no {kind} data")
 
 
-def mechanical_valve_status(conditions: Sequence[ConditionFact]) -> StatusFact:
-    """S26 (f): a mechanical valve coded or named, or Z95.2 ("prosthetic valve") without a bioprosthesis shown.
+ValveKind = Literal["mechanical", "unrecorded", "biological", "none"]
 
-    An implanted valve does not resolve: a valve code marked inactive or resolved (a problem list tidied up)
-    still counts. Only a refuted or entered-in-error one does not (clinical review of issue 10).
+
+def valve_kind(conditions: Sequence[ConditionFact]) -> tuple[ValveKind, tuple[ConditionFact, ...]]:
+    """The heart-valve prosthesis on record, and the conditions that say so (S26 a, e, f).
+
+    "unrecorded": Z95.2 ("prosthetic valve") with no bioprosthesis shown; :func:`mechanical_valve_status` treats
+    it as mechanical (S26 f, the safe default for a DOAC), a rule that must not relax a contraindication on it
+    asks for the valve type instead. An implanted valve does not resolve: a valve code marked inactive or
+    resolved (a problem list tidied up) still counts. Only a refuted or entered-in-error one does not (clinical
+    review of issue 10).
     """
-    active = [c for c in conditions if c.verification_status not in {"refuted", "entered-in-error"}]
-    mechanical = [c for c in active if c.concept == "mechanical_valve"]
+    kept = [c for c in conditions if c.verification_status not in {"refuted", "entered-in-error"}]
+    mechanical = tuple(c for c in kept if c.concept == "mechanical_valve")
     if mechanical:
-        return StatusFact("yes", tuple(c.provenance for c in mechanical), basis="mechanical valve recorded")
-    prosthetic = [c for c in active if c.concept == "prosthetic_valve"]
-    biological = [c for c in active if c.concept == "bioprosthetic_valve"]
+        return "mechanical", mechanical
+    prosthetic = tuple(c for c in kept if c.concept == "prosthetic_valve")
+    biological = tuple(c for c in kept if c.concept == "bioprosthetic_valve")
     if prosthetic and not biological:
-        return StatusFact("yes", tuple(c.provenance for c in prosthetic),
-                          basis="prosthetic valve of unrecorded type: treated as mechanical")
+        return "unrecorded", prosthetic
     if biological:
-        return StatusFact("no", tuple(c.provenance for c in biological), basis="biological valve")
+        return "biological", biological
+    return "none", ()
+
+
+def mechanical_valve_status(conditions: Sequence[ConditionFact]) -> StatusFact:
+    """S26 (f): a mechanical valve coded or named, or Z95.2 ("prosthetic valve") without a bioprosthesis shown."""
+    kind, found = valve_kind(conditions)
+    provenance = tuple(c.provenance for c in found)
+    if kind == "mechanical":
+        return StatusFact("yes", provenance, basis="mechanical valve recorded")
+    if kind == "unrecorded":
+        return StatusFact("yes", provenance, basis="prosthetic valve of unrecorded type: treated as mechanical")
+    if kind == "biological":
+        return StatusFact("no", provenance, basis="biological valve")
     return StatusFact("no", basis="no prosthetic valve recorded")
 
 

@@ -107,7 +107,8 @@ class Variant(_Strict):
 
 class OrderCheck(_Strict):
     id: str = Field(pattern=r"^[a-z0-9-]+$")
-    indicator: Literal["critical", "warning"] = "warning"
+    # info: a limit of the service, not a hazard found (S27 "pregnancy data not checked by the service").
+    indicator: Literal["critical", "warning", "info"] = "warning"
     order: list[str] = Field(min_length=1)
     except_: ExceptDrugs | None = Field(default=None, alias="except")
     with_: WithDrug | None = Field(default=None, alias="with")

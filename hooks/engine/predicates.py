@@ -34,6 +34,7 @@ Vocabulary (one key per mapping; numbers may name a threshold of ruleset.yaml):
 ``age_band: [neonate, child_under_8, child, adult, unknown]``  the band of safety addendum S28
 ``pregnancy`` / ``breastfeeding: [yes, no, unknown, not-applicable]``  status (G-PREG, G-BF)
 ``mechanical_valve: true``      a mechanical valve, or Z95.2 without a bioprosthesis shown (S26 f)
+``valve: [kind...]``            the valve prosthesis on record: mechanical (coded), unrecorded (Z95.2 alone), biological
 ``data_unknown: [kind...]``     the data of this kind ("medications") could not be read
 ``renal_function_unknown: true``  no CrCl, eGFR (CKD-EPI is adult-only) or coded CKD stage to judge by
 ``subtype: [s...]``             the suggested subtype is one of these (for flags, evaluated after scoring)
@@ -52,6 +53,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from fhir_mappings.context import valve_kind
 from fhir_mappings.facts import Finding, PatientFacts, StatusFact
 from fhir_mappings.terminology import lookup
 from hooks.engine.context import EvalContext
@@ -236,6 +238,12 @@ def _mechanical_valve(argument: bool, ctx: EvalContext) -> Result:
     return Result(holds, status_evidence("mechanical_valve", ctx.facts.mechanical_valve) if holds and argument else ())
 
 
+def _valve(argument: list[str], ctx: EvalContext) -> Result:
+    kind, found = valve_kind(ctx.facts.conditions)
+    holds = kind in argument
+    return Result(holds, tuple(condition_evidence(c) for c in found) if holds else ())
+
+
 def _age_band(argument: list[str], ctx: EvalContext) -> Result:
     band = ctx.age_band()
     if band not in set(argument):
@@ -337,6 +345,7 @@ _PREDICATES: dict[str, Predicate] = {
     "pregnancy": _status("pregnancy", "pregnancy"),
     "breastfeeding": _status("breastfeeding", "breastfeeding"),
     "mechanical_valve": _mechanical_valve,
+    "valve": _valve,
     "age_band": _age_band,
     "dialysis": _dialysis,
     "data_unknown": _data_unknown,

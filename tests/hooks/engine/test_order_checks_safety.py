@@ -46,12 +46,22 @@ def test_warfarin_ordered_in_pregnancy_is_contraindicated_with_a_delete(locale: 
 
 @pytest.mark.parametrize("locale", LOCALES)
 def test_warfarin_in_pregnancy_with_a_mechanical_valve_is_a_specialist_decision(locale: str) -> None:
-    resources = [*pregnant_woman(), condition("Z95.2")]
+    resources = [*pregnant_woman(), condition("699347000", "snomed")]
     card = the_card(order_cards(resources, draft(WARFARIN, rid="warf"), locale=locale), "warfarin-pregnancy")
     # Addendum S26: pregnancy with a mechanical valve is not an automatic contraindication; never a DOAC.
+    assert ("décision spécialisée" if locale == "fr" else "specialist decision") in card.summary
     assert card.suggestions is None
-    assert ("décision spécialisée" if locale == "fr" else "specialist decision") in text(card)
     assert ("AOD" if locale == "fr" else "DOAC") in text(card)
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_warfarin_in_pregnancy_with_a_valve_of_unrecorded_type_stays_contraindicated(locale: str) -> None:
+    # Z95.2 alone does not say the valve is mechanical: the contraindication is not relaxed, the type is asked.
+    resources = [*pregnant_woman(), condition("Z95.2")]
+    card = the_card(order_cards(resources, draft(WARFARIN, rid="warf"), locale=locale), "warfarin-pregnancy")
+    assert ("contre-indiquée" if locale == "fr" else "contraindicated") in card.summary
+    assert ("vérifier si elle est mécanique" if locale == "fr" else "check whether it is mechanical") in text(card)
+    assert actions(card) == [("delete", "MedicationRequest/warf")]
 
 
 @pytest.mark.parametrize("locale", LOCALES)
@@ -75,7 +85,7 @@ def test_zoledronic_acid_ordered_in_pregnancy_is_to_be_avoided(locale: str) -> N
     card = the_card(order_cards(pregnant_woman(), draft(ZOLEDRONIC_ACID, rid="zol"), locale=locale),
                     "bisphosphonate-pregnancy")
     assert ("à éviter" if locale == "fr" else "avoid") in card.summary
-    assert ("embryo-fœtale" if locale == "fr" else "embryo-fetal") in text(card)
+    assert ("embryofœtale" if locale == "fr" else "embryo-fetal") in text(card)
     assert actions(card) == [("delete", "MedicationRequest/zol")]
 
 
@@ -96,16 +106,19 @@ def test_a_doac_ordered_with_a_mechanical_valve_is_contraindicated(locale: str, 
     card = the_card(order_cards(resources, draft(APIXABAN, rid="apix"), locale=locale), "doac-mechanical-valve")
     assert card.indicator == "warning"
     assert ("valve cardiaque mécanique" if locale == "fr" else "mechanical heart valve") in card.summary
-    assert ("cardiologie" if locale == "fr" else "cardiology") in text(card)
+    assert "RE-ALIGN" in text(card)
+    assert ("thromboses de prothèse" if locale == "fr" else "valve thrombosis") in text(card)
     assert actions(card) == [("delete", "MedicationRequest/apix")]
     assert card.source.url == "https://www.fda.gov/Drugs/DrugSafety/ucm332912.htm"
 
 
 @pytest.mark.parametrize("locale", LOCALES)
-def test_dabigatran_with_a_biological_valve_is_a_caution_without_removal(locale: str) -> None:
-    resources = man(condition("Z95.3"))
+@pytest.mark.parametrize("clinical", ["active", "resolved"])
+def test_dabigatran_with_a_biological_valve_is_a_caution_without_removal(locale: str, clinical: str) -> None:
+    # An implanted valve does not resolve: a tidied-up problem list still shows it.
+    resources = man(condition("Z95.3", clinical=clinical))
     cards = order_cards(resources, draft(DABIGATRAN, rid="dabi"), locale=locale)
-    assert checks(cards) == ["doac-valve-caution"]
+    assert checks(cards) == ["doac-biological-valve"]
     (card,) = cards
     assert ("3 premiers mois" if locale == "fr" else "first 3 months") in card.summary
     assert actions(card) == []
@@ -114,10 +127,20 @@ def test_dabigatran_with_a_biological_valve_is_a_caution_without_removal(locale:
 @pytest.mark.parametrize("locale", LOCALES)
 def test_a_doac_with_atrial_fibrillation_and_mitral_stenosis_asks_for_the_severity(locale: str) -> None:
     resources = man(condition("I48.91"), condition("I34.2"))
-    card = the_card(order_cards(resources, draft(APIXABAN, rid="apix"), locale=locale), "doac-valve-caution")
+    card = the_card(order_cards(resources, draft(APIXABAN, rid="apix"), locale=locale), "doac-mitral-stenosis")
     assert ("rétrécissement mitral" if locale == "fr" else "mitral stenosis") in card.summary
     assert ("échocardiographie" if locale == "fr" else "echocardiogram") in text(card)
     assert actions(card) == []
+    # The ESC guideline, not the EHRA table, is the source of this one.
+    assert card.source.url == "https://doi.org/10.4244/EIJ-E-21-00009"
+
+
+def test_both_valve_cautions_are_given_and_a_mechanical_valve_says_it_alone() -> None:
+    af_ms = (condition("I48.91"), condition("I34.2"))
+    both = order_cards(man(condition("Z95.3"), *af_ms), draft(APIXABAN, rid="apix"))
+    assert sorted(checks(both)) == ["doac-biological-valve", "doac-mitral-stenosis"]
+    mechanical = order_cards(man(condition("699347000", "snomed"), *af_ms), draft(APIXABAN, rid="apix"))
+    assert checks(mechanical) == ["doac-mechanical-valve"]
 
 
 @pytest.mark.parametrize("locale", LOCALES)
@@ -126,6 +149,17 @@ def test_a_doac_for_atrial_fibrillation_without_valve_disease_is_silent(locale: 
     assert order_cards(man(condition("I48.91")), draft(APIXABAN, rid="apix"), locale=locale) == []
     # Mitral stenosis without AF: the S26 (d) recommendation is about AF.
     assert order_cards(man(condition("I34.2")), draft(APIXABAN, rid="apix"), locale=locale) == []
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_a_doac_in_pregnancy_says_the_service_did_not_check_it(locale: str) -> None:
+    # Addendum S27: pregnancy data for DOACs were not verified; silence would read as "checked".
+    (card,) = order_cards(pregnant_woman(), draft(APIXABAN, rid="apix"), locale=locale)
+    assert card.indicator == "info"
+    assert ("non vérifié par ce service" if locale == "fr" else "not checked by this service") in card.summary
+    assert actions(card) == []
+    # Not named for a woman without pregnancy data: S27 asks it for contraindicated drugs only.
+    assert order_cards([patient("p1", birth=WOMAN_32)], draft(APIXABAN, rid="apix"), locale=locale) == []
 
 
 # ----------------------------------------------------------------------------- drafts the service cannot read
@@ -143,7 +177,7 @@ def test_a_draft_whose_drug_cannot_be_read_says_it_was_not_checked(locale: str) 
     (card,) = order_cards(pregnant_woman(), unreadable_drug(), locale=locale)
     assert card.indicator == "info"
     assert ("non vérifiée" if locale == "fr" else "not checked") in card.summary
-    assert ("Vérifiez la prescription" if locale == "fr" else "Check the order yourself") in text(card)
+    assert ("Vérifier la prescription" if locale == "fr" else "Check the order before signing") in text(card)
     assert card.suggestions is None
     assert card.extension == {"calcinosis-cds": {"kind": "order-safety", "check": "draft-not-read",
                                                  "order": "MedicationRequest/bad", "notRead": "malformed-resource"}}
@@ -170,6 +204,7 @@ def test_a_medication_reference_not_sent_and_without_a_name_is_not_checked() -> 
     order["medicationReference"]["display"] = "apixaban 5 mg tablet"
     assert order_cards(man(), order) == []
     assert checks(order_cards(man(condition("Z95.2")), order)) == ["doac-mechanical-valve"]
+    assert "counts as mechanical" in text(order_cards(man(condition("Z95.2")), order)[0])
 
 
 @pytest.mark.parametrize("locale", LOCALES)

@@ -18,7 +18,8 @@ ISSUE_CHECKS = {
     # Added after the clinical review: per-product bisphosphonate limits, nutritional vitamin D (rule C7).
     "bisphosphonate-renal-30", "nutritional-vitamin-d-high-calcium",
     # Safety rules S20 / S27 (pregnancy) and S26 (a), (d)-(f) (valves) at the moment of ordering.
-    "warfarin-pregnancy", "bisphosphonate-pregnancy", "doac-mechanical-valve", "doac-valve-caution",
+    "warfarin-pregnancy", "bisphosphonate-pregnancy", "doac-pregnancy-not-checked", "doac-mechanical-valve",
+    "doac-biological-valve", "doac-mitral-stenosis",
 }
 
 
