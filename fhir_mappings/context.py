@@ -28,6 +28,7 @@ from fhir_mappings.text import Mention, read_mentions
 
 __all__ = [
     "CONTEXT_TEXT_KINDS",
+    "ValveKind",
     "context_conditions_from_text",
     "is_context_observation",
     "mechanical_valve_status",

@@ -14,11 +14,12 @@ import string
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import ValidationError
 
+from fhir_mappings.context import ValveKind
 from fhir_mappings.facts import SkinFindings
 from fhir_mappings.terminology import concept_groups, concept_ids, concept_rows, is_emittable, loinc_codes_for
 from hooks.engine.knowledge import (
@@ -40,6 +41,7 @@ _AGE_BANDS = frozenset({"neonate", "child_under_8", "child", "adult", "unknown"}
 _STATUSES = frozenset({"yes", "no", "unknown", "not-applicable"})
 _CKD_STAGES = frozenset({"G1", "G2", "G3", "G3a", "G3b", "G4", "G5", "G5D"})
 _DATA_KINDS = frozenset({"medications", "conditions", "observations", "patient"})
+_VALVE_KINDS = frozenset(get_args(ValveKind))
 # Predicates whose argument is a number or the name of a threshold of ruleset.yaml.
 _THRESHOLD_ARGUMENTS = frozenset({"age_below_years", "age_above_years", "age_below_days", "age_at_most_days",
                                   "calcium_at_least", "ca_x_p_at_least", "egfr_below", "crcl_below"})
@@ -157,6 +159,8 @@ class _Checker:
                 self.members(file, owner, name, argument, _CKD_STAGES)
             elif name == "data_unknown":
                 self.members(file, owner, name, argument, _DATA_KINDS)
+            elif name == "valve":
+                self.members(file, owner, name, argument, _VALVE_KINDS)
             elif name == "rule":
                 self.members(file, owner, name, argument, rules)
             elif name == "rule_group":

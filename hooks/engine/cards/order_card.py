@@ -182,7 +182,6 @@ class _OrderRenderer:
         dumped: dict[str, Any] = MedicationRequest.model_validate(body).model_dump(mode="json", exclude_none=True)
         return dumped
 
-
     def unread_card(self, draft: DraftOrder, orders: int) -> Card:
         """A drug order whose drug could not be read: its checks were not made, said rather than kept silent."""
         reference = draft.reference or draft.full_url or draft.resource_type

@@ -67,6 +67,9 @@ def test_loading_from_a_directory_does_not_touch_the_services_knowledge(edited: 
     ("therapy.yaml", "{pregnancy: [yes]}", "{pregnancy: [true]}",
      'ERROR   therapy.yaml S23: pregnancy: unknown True; true/false are YAML booleans: write the status as a word '
      '("yes", no)'),
+    ("therapy.yaml", '    when: {mechanical_valve: true}\n    text: {en: "Mechanical valve: never',
+     '    when: {valve: [mechanicl]}\n    text: {en: "Mechanical valve: never',
+     "ERROR   therapy.yaml S26b: valve: unknown mechanicl"),
     ("red_flags.yaml", "reference: consensus2023", "reference: consensus2033",
      "ERROR   red_flags.yaml suspected-calciphylaxis: reference 'consensus2033' is not in ruleset.yaml"),
     ("rules.yaml", 'basis: "seed 001"', 'basis: " "',
