@@ -11,7 +11,7 @@ that differ between them; missing citations; content changed without a new versi
 from __future__ import annotations
 
 import string
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -33,7 +33,7 @@ from hooks.engine.knowledge import (
 )
 from hooks.engine.predicates import KNOWN_PREDICATES
 
-__all__ = ["Problem", "check_knowledge", "predicate_nodes"]
+__all__ = ["Problem", "check_knowledge", "predicate_nodes", "predicate_problems"]
 
 Severity = Literal["error", "warning"]
 _SKIN_KINDS = frozenset(name for name in SkinFindings.__dataclass_fields__ if name != "set_aside")
@@ -75,6 +75,15 @@ def predicate_nodes(node: Any) -> Iterator[tuple[str, Any]]:
                 yield from predicate_nodes(child)
         elif key == "not":
             yield from predicate_nodes(value)
+
+
+def predicate_problems(knowledge: Knowledge, file: str, predicates: Iterable[tuple[str, Any]]) -> list[Problem]:
+    """The problems of these (owner, ``when``) pairs against ``knowledge`` and the code tables: the argument
+    checks of ``check_knowledge`` (a misspelt concept, status, threshold, rule or flag), for another file."""
+    checker = _Checker(knowledge)
+    for owner, when in predicates:
+        checker.predicate(file, owner, when)
+    return checker.problems
 
 
 class _Checker:

@@ -217,6 +217,12 @@ def _drug_vocabulary() -> frozenset[str]:
     return frozenset(names)
 
 
+def _predicates(check: OrderCheck) -> list[dict[str, Any]]:
+    """Every patient predicate of a check: its own, its variants', its unknown facts' and its alternative's."""
+    return [p for p in (check.when, *(v.when for v in check.variants), *(u.when for u in check.unknown),
+                        check.alternative.when if check.alternative else None) if p]
+
+
 def _validate(check: OrderCheck, knowledge: Knowledge, references: Mapping[str, Reference],
               messages: Mapping[str, Any]) -> None:
     from hooks.engine.predicates import KNOWN_PREDICATES
@@ -230,9 +236,7 @@ def _validate(check: OrderCheck, knowledge: Knowledge, references: Mapping[str, 
     unknown_drugs = sorted(set(named) - drugs)
     if unknown_drugs:
         raise ValueError(f"check {check.id}: unknown drug concepts or classes {unknown_drugs}")
-    predicates = [p for p in (check.when, *(v.when for v in check.variants), *(u.when for u in check.unknown),
-                              check.alternative.when if check.alternative else None) if p]
-    for predicate in predicates:
+    for predicate in _predicates(check):
         unknown = sorted(set(_predicate_names(predicate)) - KNOWN_PREDICATES)
         if unknown:
             raise ValueError(f"check {check.id}: unknown predicates {unknown}")
@@ -266,6 +270,15 @@ def _build(raw: bytes, knowledge: Knowledge) -> OrderKnowledge:
         raise ValueError(f"{ORDER_CHECKS_FILE}: duplicate check ids")
     for check in checks:
         _validate(check, knowledge, references, messages)
+    # The arguments too, as `knowledge check` reads them in the other files: `pregnancy: [yse]` would silently
+    # never hold, and the check it guards would never fire.
+    from hooks.engine.knowledge_check import predicate_problems
+
+    errors = [p for p in predicate_problems(knowledge, ORDER_CHECKS_FILE,
+                                            ((c.id, w) for c in checks for w in _predicates(c)))
+              if p.severity == "error"]
+    if errors:
+        raise ValueError("; ".join(f"check {p.where}: {p.message}" for p in errors[:5]))
     digest = hashlib.sha256(knowledge.content_hash.encode() + b"\0" + raw).hexdigest()
     routes = {kind: tuple(fold_text(w) for w in words) for kind, words in (document.get("routes") or {}).items()}
     return OrderKnowledge(checks, messages, references, knowledge, digest, _checked_drugs(checks), routes)

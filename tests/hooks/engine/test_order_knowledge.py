@@ -75,6 +75,12 @@ def _edited(tmp_path: Path, change: dict[str, object]) -> Path:
                           "unless_current": ["no_such_class"], "basis": "x"}}, "unknown drug concepts"),
         ({"alternative": {"concept": "sevelamer", "system": "http://www.whocc.no/atc", "code": "V03AE02",
                           "when": {"no_such_predicate": 1}, "basis": "x"}}, "unknown predicates"),
+        # Arguments are checked as `knowledge check` checks them in the other files: a misspelt one never holds.
+        ({"when": {"pregnancy": ["yse"]}}, "pregnancy: unknown yse"),
+        ({"when": {"valve": ["mechanicl"]}}, "valve: unknown mechanicl"),
+        ({"when": {"condition": ["mitral_stenoss"]}}, "'mitral_stenoss' is not a condition concept"),
+        ({"when": {"rule": "R99"}}, "rule: unknown R99"),
+        ({"unknown": [{"when": {"age_band": ["newborn"]}, "fact": "birth-date"}]}, "age_band: unknown newborn"),
     ],
 )
 def test_a_wrong_edit_refuses_to_load(tmp_path: Path, change: dict[str, object], message: str) -> None:
