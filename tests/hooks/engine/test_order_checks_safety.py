@@ -113,6 +113,16 @@ def test_a_doac_ordered_with_a_mechanical_valve_is_contraindicated(locale: str, 
 
 
 @pytest.mark.parametrize("locale", LOCALES)
+def test_a_valve_of_unrecorded_type_is_one_fact_on_the_card(locale: str) -> None:
+    card = the_card(order_cards(man(condition("Z95.2")), draft(APIXABAN, rid="apix"), locale=locale),
+                    "doac-mechanical-valve")
+    facts = [line for line in text(card).splitlines() if line.startswith("- ")]
+    # The coded valve says what it is; the "mechanical valve" it is counted as is not a second fact.
+    assert len(facts) == 1
+    assert ("type non codé" if locale == "fr" else "type not coded") in facts[0]
+
+
+@pytest.mark.parametrize("locale", LOCALES)
 @pytest.mark.parametrize("clinical", ["active", "resolved"])
 def test_dabigatran_with_a_biological_valve_is_a_caution_without_removal(locale: str, clinical: str) -> None:
     # An implanted valve does not resolve: a tidied-up problem list still shows it.
