@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.fhir_builders import condition, patient
+from tests.fhir_builders import condition, lab, normal_chemistry, patient
 from tests.hooks.engine.order_support import LOCALES, actions, checks, draft, order_cards, text, the_card
 
 WOMAN_32 = "1994-03-01"  # 32 on 2026-11-21 (tests.fhir_builders.NOW): of child-bearing age (S27)
@@ -245,3 +245,59 @@ def test_a_readable_order_no_check_knows_stays_silent() -> None:
     assert order_cards(man(), draft("H02AB07", rid="pred")) == []
     # Nor does a cancelled draft that could not be read.
     assert order_cards(man(), {**unreadable_drug(), "status": "cancelled"}) == []
+
+
+# ----------------------------------------------------------------------------- S34: denosumab
+
+
+DENOSUMAB = "M05BX04"
+
+
+def egfr(value: float) -> dict[str, Any]:
+    return lab("98979-8", value, "mL/min/{1.73_m2}")
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+@pytest.mark.parametrize("kidneys", ["egfr-20", "dialysis"])
+def test_denosumab_in_advanced_ckd_carries_the_boxed_warning(locale: str, kidneys: str) -> None:
+    renal = [egfr(20)] if kidneys == "egfr-20" else [condition("Z99.2"), condition("N18.6")]
+    # A normal creatinine would supersede the coded dialysis: the chemistry of a dialysis patient has none.
+    chemistry = [r for r in normal_chemistry() if r["code"]["coding"][0]["code"] != "2160-0"]
+    card = the_card(order_cards(man(*renal, *chemistry), draft(DENOSUMAB, rid="deno"), locale=locale),
+                    "denosumab-hypocalcaemia")
+    assert card.indicator == "warning"
+    assert ("encadré FDA" if locale == "fr" else "boxed warning") in card.summary
+    assert ("chaque semaine le premier mois" if locale == "fr" else "weekly for the first month") in text(card)
+    # A caution with its monitoring: the order is not proposed for removal.
+    assert actions(card) == []
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_denosumab_with_low_calcium_says_correct_it_first(locale: str) -> None:
+    chemistry = [r for r in normal_chemistry() if r["code"]["coding"][0]["code"] != "17861-6"]
+    resources = man(egfr(75), lab("17861-6", 7.6, "mg/dL"), *chemistry)
+    card = the_card(order_cards(resources, draft(DENOSUMAB, rid="deno"), locale=locale), "denosumab-hypocalcaemia")
+    assert ("la corriger avant la première injection" if locale == "fr" else "correct it before the first injection") \
+        in card.summary
+    assert "7.6" in text(card) or "7,6" in text(card)
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_denosumab_with_hypoparathyroidism_asks_for_checks_after_each_injection(locale: str) -> None:
+    resources = man(egfr(75), condition("E20.9"), *normal_chemistry())
+    card = the_card(order_cards(resources, draft(DENOSUMAB, rid="deno"), locale=locale), "denosumab-hypocalcaemia")
+    assert ("10 à 14 jours" if locale == "fr" else "10-14 days") in text(card)
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_denosumab_with_normal_kidneys_and_calcium_is_silent(locale: str) -> None:
+    assert order_cards(man(egfr(75), *normal_chemistry()), draft(DENOSUMAB, rid="deno"), locale=locale) == []
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_denosumab_without_kidney_function_or_calcium_names_both(locale: str) -> None:
+    (card,) = order_cards(man(), draft(DENOSUMAB, rid="deno"), locale=locale)
+    assert card.extension is not None
+    assert card.extension["calcinosis-cds"]["notRecordedAll"] == ["renal-function", "calcium"]
+    assert ("fonction rénale inconnue" if locale == "fr" else "kidney function not known") in card.summary
+    assert ("avant la première injection" if locale == "fr" else "before the first injection") in text(card)

@@ -19,7 +19,7 @@ ISSUE_CHECKS = {
     "bisphosphonate-renal-30", "nutritional-vitamin-d-high-calcium",
     # Safety rules S20 / S27 (pregnancy) and S26 (a), (d)-(f) (valves) at the moment of ordering.
     "warfarin-pregnancy", "bisphosphonate-pregnancy", "doac-pregnancy-not-checked", "doac-mechanical-valve",
-    "doac-biological-valve", "doac-mitral-stenosis",
+    "doac-biological-valve", "doac-mitral-stenosis", "denosumab-hypocalcaemia",
 }
 
 
