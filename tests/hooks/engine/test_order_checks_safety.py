@@ -301,3 +301,33 @@ def test_denosumab_without_kidney_function_or_calcium_names_both(locale: str) ->
     assert card.extension["calcinosis-cds"]["notRecordedAll"] == ["renal-function", "calcium"]
     assert ("fonction rénale inconnue" if locale == "fr" else "kidney function not known") in card.summary
     assert ("avant la première injection" if locale == "fr" else "before the first injection") in text(card)
+
+
+# ----------------------------------------------------------------------------- S23: Colchimax and breastfeeding
+
+
+def colchimax() -> dict[str, Any]:
+    return draft(None, rid="colchimax", text="COLCHIMAX cp")
+
+
+def woman(*extra: dict[str, Any]) -> list[dict[str, Any]]:
+    return [patient("p1", birth=WOMAN_32), egfr(95), *extra]
+
+
+BREASTFEEDING = ("866041003", "snomed")
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_colchimax_while_breastfeeding_is_to_be_avoided(locale: str) -> None:
+    card = the_card(order_cards(woman(condition(*BREASTFEEDING)), colchimax(), locale=locale),
+                    "colchimax-breastfeeding")
+    assert ("pendant l'allaitement" if locale == "fr" else "while breastfeeding") in card.summary
+    assert ("colchicine seule" if locale == "fr" else "colchicine alone") in text(card)
+    assert actions(card) == [("delete", "MedicationRequest/colchimax")]
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_colchicine_alone_while_breastfeeding_is_not_flagged(locale: str) -> None:
+    colchicine = order_cards(woman(condition(*BREASTFEEDING)), draft("M04AC01", rid="colch"), locale=locale)
+    assert "colchimax-breastfeeding" not in checks(colchicine)
+    assert "colchimax-breastfeeding" not in checks(order_cards(woman(), colchimax(), locale=locale))
