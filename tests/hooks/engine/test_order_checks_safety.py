@@ -258,9 +258,10 @@ def egfr(value: float) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("locale", LOCALES)
-@pytest.mark.parametrize("kidneys", ["egfr-20", "dialysis"])
+@pytest.mark.parametrize("kidneys", ["egfr-20", "dialysis", "coded-stage-4"])
 def test_denosumab_in_advanced_ckd_carries_the_boxed_warning(locale: str, kidneys: str) -> None:
-    renal = [egfr(20)] if kidneys == "egfr-20" else [condition("Z99.2"), condition("N18.6")]
+    renal = {"egfr-20": [egfr(20)], "dialysis": [condition("Z99.2"), condition("N18.6")],
+             "coded-stage-4": [condition("N18.4")]}[kidneys]
     # A normal creatinine would supersede the coded dialysis: the chemistry of a dialysis patient has none.
     chemistry = [r for r in normal_chemistry() if r["code"]["coding"][0]["code"] != "2160-0"]
     card = the_card(order_cards(man(*renal, *chemistry), draft(DENOSUMAB, rid="deno"), locale=locale),
@@ -277,9 +278,18 @@ def test_denosumab_with_low_calcium_says_correct_it_first(locale: str) -> None:
     chemistry = [r for r in normal_chemistry() if r["code"]["coding"][0]["code"] != "17861-6"]
     resources = man(egfr(75), lab("17861-6", 7.6, "mg/dL"), *chemistry)
     card = the_card(order_cards(resources, draft(DENOSUMAB, rid="deno"), locale=locale), "denosumab-hypocalcaemia")
-    assert ("la corriger avant la première injection" if locale == "fr" else "correct it before the first injection") \
-        in card.summary
+    assert ("la corriger avant l'injection" if locale == "fr" else "correct it before the injection") in card.summary
     assert "7.6" in text(card) or "7,6" in text(card)
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_denosumab_with_low_calcium_in_advanced_ckd_says_both(locale: str) -> None:
+    chemistry = [r for r in normal_chemistry() if r["code"]["coding"][0]["code"] not in {"17861-6", "2160-0"}]
+    resources = man(egfr(20), lab("17861-6", 7.6, "mg/dL"), *chemistry)
+    card = the_card(order_cards(resources, draft(DENOSUMAB, rid="deno"), locale=locale), "denosumab-hypocalcaemia")
+    assert ("IRC avancée" if locale == "fr" else "advanced CKD") in card.summary
+    assert ("corrigée avant le dénosumab" if locale == "fr" else "corrected before denosumab") in text(card)
+    assert ("chaque semaine le premier mois" if locale == "fr" else "weekly for the first month") in text(card)
 
 
 @pytest.mark.parametrize("locale", LOCALES)
@@ -290,6 +300,13 @@ def test_denosumab_with_hypoparathyroidism_asks_for_checks_after_each_injection(
 
 
 @pytest.mark.parametrize("locale", LOCALES)
+def test_denosumab_with_normal_kidneys_and_no_calcium_is_a_reminder(locale: str) -> None:
+    (card,) = order_cards(man(egfr(75)), draft(DENOSUMAB, rid="deno"), locale=locale)
+    assert card.indicator == "info"
+    assert ("pas de calcémie récente" if locale == "fr" else "no current calcium result") in card.summary
+
+
+@pytest.mark.parametrize("locale", LOCALES)
 def test_denosumab_with_normal_kidneys_and_calcium_is_silent(locale: str) -> None:
     assert order_cards(man(egfr(75), *normal_chemistry()), draft(DENOSUMAB, rid="deno"), locale=locale) == []
 
@@ -297,10 +314,11 @@ def test_denosumab_with_normal_kidneys_and_calcium_is_silent(locale: str) -> Non
 @pytest.mark.parametrize("locale", LOCALES)
 def test_denosumab_without_kidney_function_or_calcium_names_both(locale: str) -> None:
     (card,) = order_cards(man(), draft(DENOSUMAB, rid="deno"), locale=locale)
+    assert card.indicator == "warning"
     assert card.extension is not None
     assert card.extension["calcinosis-cds"]["notRecordedAll"] == ["renal-function", "calcium"]
     assert ("fonction rénale inconnue" if locale == "fr" else "kidney function not known") in card.summary
-    assert ("avant la première injection" if locale == "fr" else "before the first injection") in text(card)
+    assert ("avant l'injection" if locale == "fr" else "before the injection") in text(card)
 
 
 # ----------------------------------------------------------------------------- S23: Colchimax and breastfeeding
