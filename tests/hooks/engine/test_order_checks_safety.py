@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.fhir_builders import condition, lab, normal_chemistry, patient
+from tests.fhir_builders import condition, lab, medication, normal_chemistry, patient
 from tests.hooks.engine.order_support import LOCALES, actions, checks, draft, order_cards, text, the_card
 
 WOMAN_32 = "1994-03-01"  # 32 on 2026-11-21 (tests.fhir_builders.NOW): of child-bearing age (S27)
@@ -349,3 +349,62 @@ def test_colchicine_alone_while_breastfeeding_is_not_flagged(locale: str) -> Non
     colchicine = order_cards(woman(condition(*BREASTFEEDING)), draft("M04AC01", rid="colch"), locale=locale)
     assert "colchimax-breastfeeding" not in checks(colchicine)
     assert "colchimax-breastfeeding" not in checks(order_cards(woman(), colchimax(), locale=locale))
+
+
+# ----------------------------------------------------------------------------- S24, S25: diltiazem
+
+
+DILTIAZEM = "C08DB01"
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+@pytest.mark.parametrize("code", ["I44.2", "I49.5"], ids=["third-degree-AV-block", "sick-sinus"])
+def test_diltiazem_with_conduction_disease_and_no_pacemaker_is_contraindicated(locale: str, code: str) -> None:
+    card = the_card(order_cards(man(condition(code)), draft(DILTIAZEM, rid="dilt"), locale=locale),
+                    "diltiazem-conduction-disease")
+    assert ("contre-indiqué" if locale == "fr" else "contraindicated") in card.summary
+    assert actions(card) == [("delete", "MedicationRequest/dilt")]
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_diltiazem_with_a_working_pacemaker_is_not_contraindicated(locale: str) -> None:
+    cards = order_cards(man(condition("I44.2"), condition("Z95.0")), draft(DILTIAZEM, rid="dilt"), locale=locale)
+    assert "diltiazem-conduction-disease" not in checks(cards)
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_diltiazem_ordered_for_a_patient_on_timolol_eye_drops_is_a_caution(locale: str) -> None:
+    # Addendum S25: D-BB includes ophthalmic timolol.
+    resources = man(medication("10600", "rxnorm", text="Timolol 0.5% eye drops", rid="timolol", days_ago=30))
+    card = the_card(order_cards(resources, draft(DILTIAZEM, rid="dilt"), locale=locale), "diltiazem-beta-blocker")
+    assert ("timolol" in card.summary.lower())
+    assert ("ECG" in text(card))
+    assert actions(card) == []
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_a_beta_blocker_ordered_for_a_patient_on_diltiazem_is_the_same_caution(locale: str) -> None:
+    resources = man(medication(DILTIAZEM, rid="dilt-current", days_ago=60))
+    card = the_card(order_cards(resources, draft("19484", "rxnorm", rid="biso"), locale=locale),
+                    "diltiazem-beta-blocker")
+    assert ("Le patient prend du diltiazem" if locale == "fr" else "The patient takes diltiazem") in text(card)
+    assert actions(card) == []
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_diltiazem_with_tacrolimus_asks_for_trough_levels_in_either_order(locale: str) -> None:
+    on_tacrolimus = man(medication("L04AD02", rid="tac", days_ago=200))
+    card = the_card(order_cards(on_tacrolimus, draft(DILTIAZEM, rid="dilt"), locale=locale),
+                    "diltiazem-calcineurin-inhibitor")
+    assert ("taux résiduels" if locale == "fr" else "trough levels") in text(card)
+    on_diltiazem = man(medication(DILTIAZEM, rid="dilt-current", days_ago=60))
+    reverse = the_card(order_cards(on_diltiazem, draft("L04AD02", rid="tac"), locale=locale),
+                       "diltiazem-calcineurin-inhibitor")
+    assert ("Le patient prend du diltiazem" if locale == "fr" else "The patient takes diltiazem") in text(reverse)
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_diltiazem_alone_for_a_patient_without_these_is_silent(locale: str) -> None:
+    assert order_cards(man(), draft(DILTIAZEM, rid="dilt"), locale=locale) == []
+    stopped_long_ago = man({**medication("19484", "rxnorm", rid="biso", days_ago=400), "status": "stopped"})
+    assert order_cards(stopped_long_ago, draft(DILTIAZEM, rid="dilt"), locale=locale) == []

@@ -20,7 +20,8 @@ ISSUE_CHECKS = {
     # Safety rules S20 / S27 (pregnancy) and S26 (a), (d)-(f) (valves) at the moment of ordering.
     "warfarin-pregnancy", "bisphosphonate-pregnancy", "doac-pregnancy-not-checked", "doac-mechanical-valve",
     "doac-biological-valve", "doac-mitral-stenosis", "denosumab-hypocalcaemia",
-    "colchimax-breastfeeding",
+    "colchimax-breastfeeding", "diltiazem-conduction-disease", "diltiazem-beta-blocker",
+    "diltiazem-calcineurin-inhibitor",
 }
 
 
