@@ -408,3 +408,64 @@ def test_diltiazem_alone_for_a_patient_without_these_is_silent(locale: str) -> N
     assert order_cards(man(), draft(DILTIAZEM, rid="dilt"), locale=locale) == []
     stopped_long_ago = man({**medication("19484", "rxnorm", rid="biso", days_ago=400), "status": "stopped"})
     assert order_cards(stopped_long_ago, draft(DILTIAZEM, rid="dilt"), locale=locale) == []
+
+
+# ----------------------------------------------------------------------------- S33: teriparatide
+
+
+TERIPARATIDE = "H05AA02"
+OLDER_WOMAN = "1950-04-01"  # 76: outside the 12-55 band, pregnancy not applicable
+
+
+def older_woman(*extra: dict[str, Any]) -> list[dict[str, Any]]:
+    return [patient("p1", birth=OLDER_WOMAN), egfr(70), *extra]
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_teriparatide_for_glucocorticoid_osteoporosis_warns_of_calcification(locale: str) -> None:
+    # S33: systemic glucocorticoids are a risk factor the label names.
+    resources = older_woman(medication("H02AB07", rid="pred", days_ago=120))
+    card = the_card(order_cards(resources, draft(TERIPARATIDE, rid="teri"), locale=locale),
+                    "teriparatide-calcification")
+    assert ("calciphylaxie" if locale == "fr" else "calciphylaxis") in card.summary
+    assert ("L'arrêter si une calciphylaxie apparaît" if locale == "fr" else "Stop it if calciphylaxis appears") \
+        in text(card)
+    assert actions(card) == []
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_teriparatide_with_calcinosis_cutis_warns_of_calcification(locale: str) -> None:
+    cards = order_cards(older_woman(condition("L94.2")), draft(TERIPARATIDE, rid="teri"), locale=locale)
+    assert "teriparatide-calcification" in checks(cards)
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_teriparatide_with_primary_hyperparathyroidism_is_to_be_avoided(locale: str) -> None:
+    card = the_card(order_cards(older_woman(condition("E21.0")), draft(TERIPARATIDE, rid="teri"), locale=locale),
+                    "teriparatide-calcification")
+    assert ("à éviter" if locale == "fr" else "avoid") in card.summary
+    assert actions(card) == [("delete", "MedicationRequest/teri")]
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_teriparatide_in_pregnancy_or_on_dialysis_is_contraindicated(locale: str) -> None:
+    pregnant = the_card(order_cards(pregnant_woman(), draft(TERIPARATIDE, rid="teri"), locale=locale),
+                        "teriparatide-calcification")
+    assert ("grossesse ou l'allaitement" if locale == "fr" else "pregnancy or breastfeeding") in pregnant.summary
+    on_dialysis = [patient("p1", birth=OLDER_WOMAN), condition("Z99.2"), condition("N18.6")]
+    renal = the_card(order_cards(on_dialysis, draft(TERIPARATIDE, rid="teri"), locale=locale),
+                     "teriparatide-calcification")
+    assert ("insuffisance rénale sévère" if locale == "fr" else "severe renal impairment") in renal.summary
+    assert actions(renal) == [("delete", "MedicationRequest/teri")]
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_teriparatide_without_risk_factors_is_silent(locale: str) -> None:
+    assert order_cards(older_woman(*normal_chemistry()), draft(TERIPARATIDE, rid="teri"), locale=locale) == []
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_teriparatide_for_a_woman_without_pregnancy_data_names_it(locale: str) -> None:
+    (card,) = order_cards([patient("p1", birth=WOMAN_32), egfr(90)], draft(TERIPARATIDE, rid="teri"), locale=locale)
+    assert not_recorded(card) == "pregnancy"
+    assert ("tériparatide contre-indiqué" if locale == "fr" else "teriparatide is contraindicated") in text(card)
