@@ -358,12 +358,17 @@ DILTIAZEM = "C08DB01"
 
 
 @pytest.mark.parametrize("locale", LOCALES)
-@pytest.mark.parametrize("code", ["I44.2", "I49.5"], ids=["third-degree-AV-block", "sick-sinus"])
+@pytest.mark.parametrize("code", ["I44.1", "I44.2", "I49.5"], ids=["second-degree", "third-degree", "sick-sinus"])
 def test_diltiazem_with_conduction_disease_and_no_pacemaker_is_contraindicated(locale: str, code: str) -> None:
     card = the_card(order_cards(man(condition(code)), draft(DILTIAZEM, rid="dilt"), locale=locale),
                     "diltiazem-conduction-disease")
     assert ("contre-indiqué" if locale == "fr" else "contraindicated") in card.summary
     assert actions(card) == [("delete", "MedicationRequest/dilt")]
+
+
+def test_diltiazem_with_a_first_degree_av_block_is_not_contraindicated() -> None:
+    assert "diltiazem-conduction-disease" not in checks(order_cards(man(condition("I44.0")),
+                                                                   draft(DILTIAZEM, rid="dilt")))
 
 
 @pytest.mark.parametrize("locale", LOCALES)
@@ -387,8 +392,18 @@ def test_a_beta_blocker_ordered_for_a_patient_on_diltiazem_is_the_same_caution(l
     resources = man(medication(DILTIAZEM, rid="dilt-current", days_ago=60))
     card = the_card(order_cards(resources, draft("19484", "rxnorm", rid="biso"), locale=locale),
                     "diltiazem-beta-blocker")
-    assert ("Le patient prend du diltiazem" if locale == "fr" else "The patient takes diltiazem") in text(card)
+    assert card.summary.startswith("Diltiazem")
+    assert ("Le patient prend un inhibiteur calcique" if locale == "fr" else "The patient takes a calcium-channel") \
+        in text(card)
     assert actions(card) == []
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_verapamil_with_a_beta_blocker_is_named_verapamil(locale: str) -> None:
+    resources = man(medication("19484", "rxnorm", rid="biso", days_ago=30))
+    card = the_card(order_cards(resources, draft("C08DA01", rid="vera"), locale=locale), "diltiazem-beta-blocker")
+    assert card.summary.startswith(("Vérapamil", "Verapamil"))
+    assert ("vérapamil" if locale == "fr" else "verapamil") in text(card)
 
 
 @pytest.mark.parametrize("locale", LOCALES)
@@ -400,7 +415,19 @@ def test_diltiazem_with_tacrolimus_asks_for_trough_levels_in_either_order(locale
     on_diltiazem = man(medication(DILTIAZEM, rid="dilt-current", days_ago=60))
     reverse = the_card(order_cards(on_diltiazem, draft("L04AD02", rid="tac"), locale=locale),
                        "diltiazem-calcineurin-inhibitor")
-    assert ("Le patient prend du diltiazem" if locale == "fr" else "The patient takes diltiazem") in text(reverse)
+    assert ("Le patient prend du diltiazem ou du vérapamil" if locale == "fr"
+            else "The patient takes diltiazem or verapamil") in text(reverse)
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_colchicine_with_diltiazem_asks_for_a_lower_dose_in_either_order(locale: str) -> None:
+    card = the_card(order_cards(man(medication(DILTIAZEM, rid="dilt", days_ago=20)), draft("M04AC01", rid="colch"),
+                                locale=locale), "colchicine-moderate-inhibitor")
+    assert ("réduire la dose de colchicine" if locale == "fr" else "reduce the colchicine dose") in card.summary
+    assert actions(card) == []
+    reverse = the_card(order_cards(man(medication("M04AC01", rid="colch", days_ago=20)), draft(DILTIAZEM, rid="dilt"),
+                                   locale=locale), "colchicine-moderate-inhibitor")
+    assert ("Le patient prend de la colchicine" if locale == "fr" else "The patient takes colchicine") in text(reverse)
 
 
 @pytest.mark.parametrize("locale", LOCALES)

@@ -21,7 +21,7 @@ ISSUE_CHECKS = {
     "warfarin-pregnancy", "bisphosphonate-pregnancy", "doac-pregnancy-not-checked", "doac-mechanical-valve",
     "doac-biological-valve", "doac-mitral-stenosis", "denosumab-hypocalcaemia",
     "colchimax-breastfeeding", "diltiazem-conduction-disease", "diltiazem-beta-blocker",
-    "diltiazem-calcineurin-inhibitor", "teriparatide-calcification",
+    "diltiazem-calcineurin-inhibitor", "teriparatide-calcification", "colchicine-moderate-inhibitor",
 }
 
 
