@@ -163,11 +163,11 @@ ValveKind = Literal["mechanical", "unrecorded", "biological", "none"]
 def valve_kind(conditions: Sequence[ConditionFact]) -> tuple[ValveKind, tuple[ConditionFact, ...]]:
     """The heart-valve prosthesis on record, and the conditions that say so (S26 a, e, f).
 
-    "unrecorded": Z95.2 ("prosthetic valve") with no bioprosthesis shown; :func:`mechanical_valve_status` treats
-    it as mechanical (S26 f, the safe default for a DOAC), a rule that must not relax a contraindication on it
-    asks for the valve type instead. An implanted valve does not resolve: a valve code marked inactive or
-    resolved (a problem list tidied up) still counts. Only a refuted or entered-in-error one does not (clinical
-    review of issue 10).
+    "unrecorded" is Z95.2 ("prosthetic valve") with no bioprosthesis shown. :func:`mechanical_valve_status`
+    treats it as mechanical (S26 f: the safe default for a DOAC); a rule that would relax a contraindication for a
+    mechanical valve asks for the valve type instead. An implanted valve does not resolve: a valve code marked
+    inactive or resolved (a problem list tidied up) still counts; only a refuted or entered-in-error one does not
+    (clinical review of issue 10).
     """
     kept = [c for c in conditions if c.verification_status not in {"refuted", "entered-in-error"}]
     mechanical = tuple(c for c in kept if c.concept == "mechanical_valve")

@@ -26,18 +26,16 @@ from fhir_mappings.facts import DataIssue, MedicationFact
 from fhir_mappings.medications import read_medication_request
 from fhir_mappings.models import MEDICATION_REQUEST, MedicationRequest
 
-__all__ = ["UNREAD_ISSUES", "DraftOrder", "DraftOrderError", "read_draft_orders", "selected"]
+__all__ = ["DraftOrder", "DraftOrderError", "read_draft_orders", "selected"]
 
 # The resource that names the patient: ``subject`` on request resources, ``patient`` on NutritionOrder.
 _SUBJECT_FIELDS: Final = ("subject", "patient")
 # Never to be signed: these are not orders being written (order-sign may re-send revised orders: any other status).
 _NOT_ORDERS: Final = frozenset({"entered-in-error", "revoked", "cancelled"})
-# What leaves a draft's drug unknown: the resource is invalid where the drug is named, or names a Medication
-# that was not sent (and no display to read it by).
-UNREAD_ISSUES: Final = frozenset({"malformed-resource", "unresolved-medication"})
-# The elements that name the drug (and its status), kept when the rest of a draft is invalid.
-_DRUG_ELEMENTS: Final = ("resourceType", "id", "status", "intent", "authoredOn", "medicationCodeableConcept",
-                         "medicationReference", "contained")
+# The elements that name the drug: when one of them is invalid, or missing, the drug is not identified.
+_DRUG_ELEMENTS: Final = ("medicationCodeableConcept", "medicationReference", "contained")
+# Kept beside them when the rest of a draft is invalid (each only if valid itself).
+_ORDER_ELEMENTS: Final = ("resourceType", "id", "status", "intent", "authoredOn")
 
 
 class DraftOrderError(ValueError):
@@ -62,6 +60,10 @@ class DraftOrder:
     # 1-based, among the orders of the Bundle (Patient and Medication entries not counted): how a card names a
     # draft it could not read (the sender's text never reaches a card).
     position: int = 0
+    # Why the drug of this drug order could not be identified ("malformed-resource": invalid or missing where
+    # the drug is named; "unresolved-medication": a Medication not sent, and no name to read it by); None when
+    # the drug was read, recognised or not.
+    not_identified: str | None = None
 
     @property
     def reference(self) -> str | None:
@@ -73,11 +75,9 @@ class DraftOrder:
         return self.status not in _NOT_ORDERS
 
     @property
-    def unread(self) -> bool:
-        """A drug order whose drug could not be read (invalid, or a Medication not sent and no name): its checks
-        were not made, and the card says so rather than stay silent."""
-        return (self.resource_type == "MedicationRequest" and not self.medications
-                and any(i.kind in UNREAD_ISSUES for i in self.issues))
+    def shown_as(self) -> str:
+        """How a card's extension names the draft: its reference, else its fullUrl, else its type."""
+        return self.reference or self.full_url or self.resource_type
 
 
 def _patient_of(resource: Mapping[str, Any]) -> str | None:
@@ -148,28 +148,48 @@ def _nutrition_as_medication_request(resource: Mapping[str, Any]) -> dict[str, A
     return body
 
 
-def _medications(resource: Mapping[str, Any], locales: tuple[str, ...],
-                 definitions: Mapping[str, Mapping[str, Any]]) -> tuple[list[MedicationFact], list[DataIssue]]:
+def _valid_request(raw: Mapping[str, Any], kind: object) -> tuple[MedicationRequest | None, list[DataIssue]]:
+    """The request as sent, else its drug and order elements alone (an invalid dose, route or date must not hide
+    the drug: what is dropped counts as not recorded, an unknown route as IV); None when the drug elements
+    themselves are invalid."""
+    try:
+        return MEDICATION_REQUEST.validate_python(raw), []
+    except ValidationError as exc:
+        issues = [DataIssue("malformed-resource", f"draft {kind}: {exc.error_count()} invalid field(s)")]
+        invalid = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+    if invalid & set(_DRUG_ELEMENTS):
+        return None, issues
+    kept = {k: raw[k] for k in (*_ORDER_ELEMENTS, *_DRUG_ELEMENTS) if k in raw and k not in invalid}
+    try:
+        return MEDICATION_REQUEST.validate_python(kept), issues
+    except ValidationError:
+        return None, issues
+
+
+def _medications(resource: Mapping[str, Any], locales: tuple[str, ...], definitions: Mapping[str, Mapping[str, Any]]
+                 ) -> tuple[list[MedicationFact], list[DataIssue], str | None]:
+    """(the drugs recognised, the issues, why the drug was not identified: see ``DraftOrder.not_identified``)."""
     kind = resource.get("resourceType")
     raw = (resource if kind == "MedicationRequest" else _nutrition_as_medication_request(resource)
            if kind == "NutritionOrder" else _as_medication_request(resource))
-    issues: list[DataIssue] = []
-    try:
-        request: MedicationRequest = MEDICATION_REQUEST.validate_python(raw)
-    except ValidationError as exc:
-        # An invalid dose or timing must not hide the drug: read it from the elements that name it alone. The
-        # rest (route, dates) is then not recorded, and the checks treat it so (an unknown route counts as IV).
-        issues.append(DataIssue("malformed-resource", f"draft {kind}: {exc.error_count()} invalid field(s)"))
-        try:
-            request = MEDICATION_REQUEST.validate_python({k: raw[k] for k in _DRUG_ELEMENTS if k in raw})
-        except ValidationError:
-            return [], issues
+    request, issues = _valid_request(raw, kind)
+    if request is None:
+        return [], issues, "malformed-resource"
     facts, read_issues = read_medication_request(request, locales, definitions)
     issues += read_issues
     if kind != "MedicationRequest":
         facts = [replace(f, provenance=replace(f.provenance, resource_type=str(kind))) for f in facts]
+    reference = request.get("medicationReference") or {}
+    if request.get("medicationCodeableConcept"):
+        not_identified = None
+    elif reference and not reference.get("display") and any(i.kind == "unresolved-medication" for i in read_issues):
+        not_identified = "unresolved-medication"
+    elif not reference:
+        not_identified = "malformed-resource"  # medication[x] is required (1..1): nothing names the drug
+    else:
+        not_identified = None
     # A draft is not yet given: its status stays what the EHR sent ("draft"), never "active".
-    return facts, issues
+    return facts, issues, not_identified if not facts else None
 
 
 def read_draft_orders(
@@ -216,11 +236,14 @@ def read_draft_orders(
             )
         medications: list[MedicationFact] = []
         issues: list[DataIssue] = []
+        not_identified: str | None = None
         if kind in {"MedicationRequest", "ServiceRequest", "NutritionOrder"}:
-            medications, issues = _medications(resource, locales, definitions)
+            medications, issues, not_identified = _medications(resource, locales, definitions)
         status = resource.get("status")
         orders.append(DraftOrder(kind, resource.get("id"), url, status if isinstance(status, str) else None,
-                                 tuple(medications), tuple(issues), position=len(orders) + 1))
+                                 tuple(medications), tuple(issues), position=len(orders) + 1,
+                                 # Only a MedicationRequest is surely a drug order (most ServiceRequests are not).
+                                 not_identified=not_identified if kind == "MedicationRequest" else None))
     return orders
 
 

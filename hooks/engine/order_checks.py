@@ -221,7 +221,8 @@ class _Checker:
         alternative = (self.alternative_for(check, ctx, draft, drug)
                        if not reversed_ and (chosen is None or chosen.alternative) else None)
         own = chosen.suggest_delete if chosen is not None else None
-        delete = check.delete_reversed if reversed_ else (check.suggest_delete if own is None else own)
+        reversed_delete = check.suggest_delete if check.delete_reversed is None else check.delete_reversed
+        delete = reversed_delete if reversed_ else (check.suggest_delete if own is None else own)
         return OrderFinding(check, check.indicator, draft, drug, partner, reversed_, _shown(evidence),
                             variant=variant, alternative=alternative,
                             suggest_delete=delete and draft.reference is not None, route_unknown=route_unknown)

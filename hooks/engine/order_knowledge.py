@@ -117,7 +117,8 @@ class OrderCheck(_Strict):
     # binder does not count that binder as a calciphylaxis risk factor).
     discount_own_class: bool = False
     either_order: bool = False
-    delete_reversed: bool = True
+    # None: as ``suggest_delete`` says (a caution offers no removal in either order of prescription).
+    delete_reversed: bool | None = None
     duplicate: bool = False
     # False: a caution, not a contraindication; the card offers no removal of the draft (a variant may say again).
     suggest_delete: bool = True

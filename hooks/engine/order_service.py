@@ -58,7 +58,7 @@ def assess_orders(
                          ruleset_hash=knowledge.content_hash)
     concerned = any(knowledge.concerns(m.concept, m.groups) for d in to_check for m in d.medications)
     # A drug order the service could not read was not checked: the card says so (never a silent pass).
-    unread = [d for d in to_check if d.is_order and d.unread]
+    unread = [d for d in to_check if d.is_order and d.not_identified is not None]
     if not concerned and not unread:
         return [], silent
     facts = facts_from_resources(resources, patient_id=patient_id, now=now, options=options,
@@ -69,7 +69,7 @@ def assess_orders(
                 if concerned else [])
     cards = render_order_cards(findings, facts, knowledge, locale=locale, seed=seed, encounter_id=encounter_id,
                                unread=unread, orders=len(all_drafts))
-    not_read = [Evidence(kind="data-issue", concept=issue.kind, text=issue.detail, reference=d.reference)
+    not_read = [Evidence(kind="data-issue", concept=issue.kind, text=issue.detail, reference=d.shown_as)
                 for d in unread for issue in d.issues]
     outcome = HookOutcome(
         response=CdsResponse(cards=cards),

@@ -34,7 +34,7 @@ Vocabulary (one key per mapping; numbers may name a threshold of ruleset.yaml):
 ``age_band: [neonate, child_under_8, child, adult, unknown]``  the band of safety addendum S28
 ``pregnancy`` / ``breastfeeding: [yes, no, unknown, not-applicable]``  status (G-PREG, G-BF)
 ``mechanical_valve: true``      a mechanical valve, or Z95.2 without a bioprosthesis shown (S26 f)
-``valve: [kind...]``            the valve prosthesis on record: mechanical (coded), unrecorded (Z95.2 alone), biological
+``valve: [kind...]``            the valve on record: mechanical (coded), unrecorded (Z95.2 alone), biological, none
 ``data_unknown: [kind...]``     the data of this kind ("medications") could not be read
 ``renal_function_unknown: true``  no CrCl, eGFR (CKD-EPI is adult-only) or coded CKD stage to judge by
 ``subtype: [s...]``             the suggested subtype is one of these (for flags, evaluated after scoring)
@@ -238,9 +238,9 @@ def _mechanical_valve(argument: bool, ctx: EvalContext) -> Result:
     return Result(holds, status_evidence("mechanical_valve", ctx.facts.mechanical_valve) if holds and argument else ())
 
 
-def _valve(argument: list[str], ctx: EvalContext) -> Result:
+def _valve(argument: list[str] | str, ctx: EvalContext) -> Result:
     kind, found = valve_kind(ctx.facts.conditions)
-    holds = kind in argument
+    holds = kind in ([argument] if isinstance(argument, str) else argument)
     return Result(holds, tuple(condition_evidence(c) for c in found) if holds else ())
 
 

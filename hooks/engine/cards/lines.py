@@ -130,17 +130,19 @@ def evidence_lines(words: Words, items: Iterable[Evidence], ledger: Ledger, limi
     """At most ``limit`` lines for the evidence not yet shown in this response."""
     wanted = [i for i in items if i.concept not in _SKIPPED]
     derived_calcium = [i for i in wanted if i.kind == "derived" and i.concept == "calcium_corrected"]
-    # A status decided by a condition shown beside it (Z95.2 "prosthetic valve, type not coded" and the
-    # "mechanical valve" it is counted as) is one fact: the condition line says it.
-    conditions = {i.reference for i in wanted if i.kind == "condition" and i.reference}
-    fresh = [i for i in wanted if not _repeats_a_derived_value(i, derived_calcium)
-             and not (i.kind == "status" and i.reference in conditions) and ledger.fresh(i)]
+    fresh = [i for i in wanted if not _repeats_a_derived_value(i, derived_calcium) and ledger.fresh(i)]
     findings = [i for i in fresh if i.kind == "finding"]
-    lines = _finding_lines(words, findings) if findings else []
+    shown: list[tuple[Evidence | None, str]] = [(None, line) for line in _finding_lines(words, findings)] \
+        if findings else []
     for item in fresh:
         if item.kind == "finding":
             continue
         line = _line(words, item)
-        if line and line not in lines:
-            lines.append(line)
-    return lines[:limit]
+        if line and all(line != other for _, other in shown):
+            shown.append((item, line))
+    # A status decided by a condition shown on the card (Z95.2 "prosthetic valve, type not coded", and the
+    # "mechanical valve" it is counted as) is one fact: the condition line says it, if it is within the limit.
+    conditions = {i.reference for i, _ in shown[:limit] if i is not None and i.kind == "condition" and i.reference}
+    kept = [(i, line) for i, line in shown
+            if not (i is not None and i.kind == "status" and i.reference in conditions)]
+    return [line for _, line in kept[:limit]]

@@ -6,6 +6,8 @@ suggestions per CDS Hooks 2.0: a ``delete`` action on the draft (``resourceId`` 
 and, where the knowledge names one, the safer alternative as a ``create`` of a draft MedicationRequest built
 and validated with fhir.resources R4B (delete and create in one suggestion: a swap). Cards carry
 ``overrideReasons`` and ``extension["calcinosis-cds"] = {"kind": "order-safety", "check": id, "order": ref}``.
+A drug order whose drug could not be identified gets an ``info`` card instead (``check: draft-not-read``,
+``notRead``: why), named by its place in the signing: it was not checked, and silence would say it was.
 The budgets of the patient-view cards apply (summary under 140 characters, detail within 600 characters).
 """
 
@@ -17,7 +19,7 @@ from typing import Any
 
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 
-from fhir_mappings.draft_orders import UNREAD_ISSUES, DraftOrder
+from fhir_mappings.draft_orders import DraftOrder
 from fhir_mappings.facts import PatientFacts
 from fhir_mappings.terminology import lookup
 from hooks.engine.cards.lines import Ledger, evidence_lines
@@ -119,9 +121,7 @@ class _OrderRenderer:
             summary = summary[: SUMMARY_MAX_CHARS - 1] + "…"
         suggestions = self.suggestions(finding, drug_label)
         reference = self.k.references[check.reference]
-        extension: dict[str, Any] = {"kind": ORDER_SAFETY_KIND, "check": check.id,
-                                     "order": finding.draft.reference or finding.draft.full_url or
-                                     finding.draft.resource_type}
+        extension: dict[str, Any] = {"kind": ORDER_SAFETY_KIND, "check": check.id, "order": finding.draft.shown_as}
         if finding.unknown_fact is not None:
             extension["notRecorded"] = finding.unknown_fact
             if len(finding.unknown) > 1:
@@ -183,28 +183,29 @@ class _OrderRenderer:
         return dumped
 
     def unread_card(self, draft: DraftOrder, orders: int) -> Card:
-        """A drug order whose drug could not be read: its checks were not made, said rather than kept silent."""
-        reference = draft.reference or draft.full_url or draft.resource_type
+        """A drug order whose drug could not be identified: its checks were not made, said rather than silent."""
         lines = [self.bold("why", self.msg("not_read_reason"))]
         if orders > 1:
             lines.insert(0, self.bold("order", self.msg("not_read_position", position=str(draft.position),
                                                         orders=str(orders))))
-        reasons = [i.kind for i in draft.issues if i.kind in UNREAD_ISSUES]
         return Card(
-            uuid=self.uuid_for("card", NOT_READ_CHECK, reference),
+            # The position too: two drafts without id or fullUrl are two cards.
+            uuid=self.uuid_for("card", NOT_READ_CHECK, draft.shown_as, str(draft.position)),
             summary=self.msg("not_read_summary"),
             detail=fit_detail(lines),
             indicator="info",
             source=Source(label=self.msg("not_read_source")),
-            extension={EXTENSION_KEY: {"kind": ORDER_SAFETY_KIND, "check": NOT_READ_CHECK, "order": reference,
-                                       "notRead": reasons[0]}},
+            extension={EXTENSION_KEY: {"kind": ORDER_SAFETY_KIND, "check": NOT_READ_CHECK, "order": draft.shown_as,
+                                       "notRead": draft.not_identified or "malformed-resource"}},
         )
 
 
 def render_order_cards(findings: Sequence[OrderFinding], facts: PatientFacts, knowledge: OrderKnowledge, *,
-                       locale: str, seed: str, encounter_id: str | None = None,
-                       unread: Sequence[DraftOrder] = (), orders: int = 0) -> list[Card]:
-    """One card per finding, most severe first, then one per draft whose drug could not be read (``orders``:
-    how many orders the Bundle holds); none when no check fires (most orders)."""
+                       locale: str, seed: str, unread: Sequence[DraftOrder], orders: int,
+                       encounter_id: str | None = None) -> list[Card]:
+    """One card per finding, most severe first, then one per draft whose drug could not be identified
+    (``DraftOrder.not_identified``; ``orders``: how many orders the Bundle holds, to say which one it is);
+    none when no check fires (most orders)."""
     renderer = _OrderRenderer(knowledge, Words(knowledge.knowledge, locale), facts, seed, encounter_id)
-    return [*(renderer.card(finding) for finding in findings), *(renderer.unread_card(d, orders) for d in unread)]
+    return [*(renderer.card(finding) for finding in findings),
+            *(renderer.unread_card(d, orders) for d in unread if d.not_identified is not None)]

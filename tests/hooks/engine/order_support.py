@@ -7,9 +7,28 @@ from typing import Any
 from hooks.engine.cards import EXTENSION_KEY
 from hooks.engine.order_service import assess_orders, read_orders
 from hooks.models import Card
-from tests.fhir_builders import NOW, medication, when
+from tests.fhir_builders import NOW, condition, lab, medication, patient, when
 
 LOCALES = ["en", "fr"]
+WOMAN_32 = "1994-03-01"  # 32 on 2026-11-21 (tests.fhir_builders.NOW): of child-bearing age (S27)
+
+
+def pregnant_woman() -> list[dict[str, Any]]:
+    return [patient("p1", birth=WOMAN_32), condition("Z34.00")]
+
+
+def man(*extra: dict[str, Any]) -> list[dict[str, Any]]:
+    return [patient("p1", birth="1958-02-01", gender="male"), *extra]
+
+
+def egfr(value: float) -> dict[str, Any]:
+    return lab("98979-8", value, "mL/min/{1.73_m2}")
+
+
+def not_recorded(card: Card) -> str:
+    """The first fact the card says is not recorded (``extension.notRecorded``)."""
+    assert card.extension is not None
+    return str(card.extension[EXTENSION_KEY].get("notRecorded"))
 
 
 def draft(code: str | None, system: str = "atc", *, pid: str = "p1", rid: str,

@@ -303,3 +303,23 @@ def test_a_bold_line_after_a_list_stays_its_own_paragraph(fixture: str) -> None:
         html = renderer.render(card.detail or "")
         for item in re.findall(r"<li>(.*?)</li>", html, flags=re.S):
             assert not any(f"<strong>{heading}" in item for heading in headings), (card.summary, item)
+
+
+def test_a_status_line_stays_when_its_condition_line_is_past_the_limit() -> None:
+    from datetime import UTC, datetime
+
+    from hooks.engine.cards.lines import Ledger, evidence_lines
+    from hooks.engine.cards.text import Words
+    from hooks.engine.evidence import Evidence
+
+    day = datetime(2026, 11, 1, tzinfo=UTC)
+    valve = Evidence(kind="status", concept="mechanical_valve", reference="Condition/z", flags=("yes",))
+    labs = [Evidence(kind="lab", concept=c, value=v, unit="mg/dL", date=day, reference=f"Observation/{c}")
+            for c, v in (("calcium_total", 9.4), ("phosphate", 3.5))]
+    coded = Evidence(kind="condition", concept="prosthetic_valve", reference="Condition/z", date=day)
+    words = Words(load_knowledge(), "en")
+    # Within the limit, the condition line says it: one fact.
+    assert len(evidence_lines(words, [valve, coded], Ledger(), 3)) == 1
+    # Cut off by the limit, the condition says nothing: the valve status is kept.
+    lines = evidence_lines(words, [valve, *labs, coded], Ledger(), 2)
+    assert any("valve" in line.lower() for line in lines)

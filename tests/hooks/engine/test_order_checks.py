@@ -14,7 +14,7 @@ from fhir.resources.R4B.medicationrequest import MedicationRequest
 
 from tests.fhir_builders import condition, lab, medication, normal_chemistry, patient
 from tests.hooks.engine.conftest import fixture_resources
-from tests.hooks.engine.order_support import LOCALES, actions, checks, draft, order_cards, text, the_card
+from tests.hooks.engine.order_support import LOCALES, actions, checks, draft, egfr, order_cards, text, the_card
 
 NEONATE_BIRTH = "2026-11-11"  # 10 days old on 2026-11-21 (tests.fhir_builders.NOW)
 INFANT_BIRTH = "2026-10-12"  # 40 days old
@@ -23,10 +23,6 @@ OLDER_INFANT_BIRTH = "2026-06-01"  # 173 days old: past the EU premature-infant 
 
 def adult(pid: str = "p1", gender: str = "male", birth: str = "1960-05-01") -> dict[str, Any]:
     return patient(pid, birth=birth, gender=gender)
-
-
-def egfr(value: float) -> dict[str, Any]:
-    return lab("98979-8", value, "mL/min/{1.73_m2}")
 
 
 # ----------------------------------------------------------------------------- neonatal ceftriaxone-calcium

@@ -11,17 +11,13 @@ from typing import Any
 import pytest
 
 from tests.fhir_builders import condition, lab, medication, normal_chemistry, patient
-from tests.hooks.engine.order_support import LOCALES, actions, checks, draft, order_cards, text, the_card
+from tests.hooks.engine.order_support import LOCALES, actions, checks, draft, egfr, order_cards, text, the_card
 
 THIGH = "371305003"
 
 
 def adult(gender: str = "male", birth: str = "1960-05-01") -> dict[str, Any]:
     return patient("p1", birth=birth, gender=gender)
-
-
-def egfr(value: float) -> dict[str, Any]:
-    return lab("98979-8", value, "mL/min/{1.73_m2}")
 
 
 def crcl(value: float) -> dict[str, Any]:
