@@ -106,3 +106,23 @@ def test_knowledge_check_validates_the_order_checks_against_the_edited_knowledge
     problems = [p for p in check_knowledge(directory)[1] if p.file == ORDER_CHECKS_FILE]
     assert [p.severity for p in problems] == ["error"]
     assert "fda_ceftriaxone" in problems[0].message
+
+
+def test_knowledge_check_names_each_misspelt_argument_of_the_order_checks(tmp_path: Path) -> None:
+    from hooks.engine.knowledge import KNOWLEDGE_FILES
+    from hooks.engine.knowledge_check import check_knowledge
+
+    directory = tmp_path / "knowledge"
+    directory.mkdir()
+    for name in KNOWLEDGE_FILES:
+        (directory / name).write_bytes((PACKAGE_KNOWLEDGE_DIR / name).read_bytes())
+    text = (PACKAGE_KNOWLEDGE_DIR / ORDER_CHECKS_FILE).read_text(encoding="utf-8")
+    edited = text.replace("- id: warfarin-pregnancy\n    order: [warfarin]\n    when: {pregnancy: [yes]}",
+                          "- id: warfarin-pregnancy\n    order: [warfarin]\n    when: {pregnancy: [yess]}")
+    edited = edited.replace("when: {valve: [biological]}", "when: {valve: [biologcal]}")
+    assert "[yess]" in edited
+    assert "biologcal" in edited
+    (directory / ORDER_CHECKS_FILE).write_text(edited, encoding="utf-8")
+    lines = [p.line() for p in check_knowledge(directory)[1] if p.file == ORDER_CHECKS_FILE]
+    assert "ERROR   order_checks.yaml warfarin-pregnancy: pregnancy: unknown yess" in lines
+    assert "ERROR   order_checks.yaml doac-biological-valve: valve: unknown biologcal" in lines
