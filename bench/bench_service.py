@@ -30,6 +30,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import orjson
 import psycopg
 import yaml
+from fixture_dates import as_of
 from service_load import Run, Server, drive, floor_server, have_wrk, rss_mib, service_server, workdir
+
+from tests.fhir_builders import NOW as FIXTURES_WRITTEN_AT
 
 ROOT = Path(__file__).resolve().parents[1]
 DIALYSIS = ROOT / "bench" / "fixtures" / "dialysis-patient-view.json"
@@ -83,10 +87,14 @@ def _large_record(observations: int) -> bytes:
 
 
 def _bodies(directory: Path) -> dict[str, Path]:
+    from bench_facts import NOW as RECORD_WRITTEN_AT
+
+    today = datetime.now(UTC)
     bodies = {
-        "dialysis": DIALYSIS.read_bytes().strip(),
-        "silent": _request_for_bundle(json.loads(SILENT.read_text(encoding="utf-8"))),
-        "obs1000": _large_record(1_000),
+        "dialysis": as_of(DIALYSIS.read_bytes().strip(), FIXTURES_WRITTEN_AT, today),
+        "silent": as_of(_request_for_bundle(json.loads(SILENT.read_text(encoding="utf-8"))), FIXTURES_WRITTEN_AT,
+                        today),
+        "obs1000": as_of(_large_record(1_000), RECORD_WRITTEN_AT, today),
     }
     paths = {}
     for name, body in bodies.items():
@@ -230,7 +238,7 @@ def main() -> int:
     if "stages" in rows:
         from service_stages import print_stage_table
 
-        print_stage_table(DIALYSIS.read_bytes())
+        print_stage_table(as_of(DIALYSIS.read_bytes(), FIXTURES_WRITTEN_AT, datetime.now(UTC)))
     return 0
 
 
