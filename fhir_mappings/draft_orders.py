@@ -179,17 +179,20 @@ def _medications(resource: Mapping[str, Any], locales: tuple[str, ...], definiti
     issues += read_issues
     if kind != "MedicationRequest":
         facts = [replace(f, provenance=replace(f.provenance, resource_type=str(kind))) for f in facts]
-    reference = request.get("medicationReference") or {}
-    if request.get("medicationCodeableConcept"):
-        not_identified = None
-    elif reference and not reference.get("display") and any(i.kind == "unresolved-medication" for i in read_issues):
-        not_identified = "unresolved-medication"
-    elif not reference:
-        not_identified = "malformed-resource"  # medication[x] is required (1..1): nothing names the drug
-    else:
-        not_identified = None
     # A draft is not yet given: its status stays what the EHR sent ("draft"), never "active".
-    return facts, issues, not_identified if not facts else None
+    return facts, issues, None if facts else _why_not_identified(request, read_issues)
+
+
+def _why_not_identified(request: MedicationRequest, read_issues: list[DataIssue]) -> str | None:
+    """For a request with no drug recognised: why nothing names its drug, or None when something does (a drug
+    this service does not know is identified, and not checked because no check is about it)."""
+    if request.get("medicationCodeableConcept"):
+        return None
+    reference = request.get("medicationReference")
+    if not reference:
+        return "malformed-resource"  # medication[x] is required (1..1)
+    unresolved = any(i.kind == "unresolved-medication" for i in read_issues)
+    return "unresolved-medication" if unresolved and not reference.get("display") else None
 
 
 def read_draft_orders(

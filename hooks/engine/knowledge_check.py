@@ -349,37 +349,24 @@ def check_knowledge(directory: Path, baseline: Knowledge | None = None) -> tuple
 
 def _order_check_problems(directory: Path, knowledge: Knowledge) -> list[Problem]:
     """The order checks of issue 15, validated against the edited knowledge (when the copy has the file): each
-    predicate argument on its own line (warnings included), then whatever else stops the file from loading."""
-    from hooks.engine.order_knowledge import ORDER_CHECKS_FILE, load_order_checks_from
+    predicate argument problem on its own line (warnings included), else whatever stops the file from loading."""
+    from hooks.engine.order_knowledge import (
+        ORDER_CHECKS_FILE,
+        OrderPredicateError,
+        check_predicates,
+        load_order_checks_from,
+    )
 
     path = directory / ORDER_CHECKS_FILE
     if not path.is_file():
         return []
-    problems = _order_predicate_problems(path, knowledge, ORDER_CHECKS_FILE)
-    if any(p.severity == "error" for p in problems):
-        return problems  # the loader refuses for these same reasons: said once, per check
     try:
-        load_order_checks_from(path, knowledge)
+        loaded = load_order_checks_from(path, knowledge)
+    except OrderPredicateError as error:
+        return list(error.problems)
     except (ValueError, KeyError, TypeError, yaml.YAMLError) as error:
         detail = f"missing key {error}" if isinstance(error, KeyError) else str(error).replace("\n", " ")[:300]
-        return [*problems, Problem("error", ORDER_CHECKS_FILE, "load", detail)]
-    return problems
-
-
-def _order_predicate_problems(path: Path, knowledge: Knowledge, file: str) -> list[Problem]:
-    """The argument problems of every ``when`` of the order checks, read from the YAML as it is (a file that does
-    not parse, or a check that is not a mapping, is left to the loader's message)."""
-    try:
-        document = parse_knowledge_yaml(path.read_bytes())
-    except (ValueError, yaml.YAMLError):
-        return []
-    checks = document.get("checks") if isinstance(document, Mapping) else None
-    pairs: list[tuple[str, Any]] = []
-    for check in checks if isinstance(checks, list) else []:
-        if not isinstance(check, Mapping):
-            continue
-        owner = str(check.get("id", "?"))
-        nested = [*(check.get("variants") or []), *(check.get("unknown") or []), check.get("alternative") or {}]
-        whens = [check.get("when"), *(n.get("when") for n in nested if isinstance(n, Mapping))]
-        pairs += [(owner, when) for when in whens if when]
-    return predicate_problems(knowledge, file, pairs)
+        return [Problem("error", ORDER_CHECKS_FILE, "load", detail)]
+    # Loaded: only warnings can be left (a concept with UNVERIFIED codes only).
+    return predicate_problems(knowledge, ORDER_CHECKS_FILE,
+                              ((c.id, w) for c in loaded.checks for w in check_predicates(c)))

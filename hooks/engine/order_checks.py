@@ -220,9 +220,9 @@ class _Checker:
         chosen = check.variants[variant] if variant is not None else None
         alternative = (self.alternative_for(check, ctx, draft, drug)
                        if not reversed_ and (chosen is None or chosen.alternative) else None)
-        own = chosen.suggest_delete if chosen is not None else None
-        reversed_delete = check.suggest_delete if check.delete_reversed is None else check.delete_reversed
-        delete = reversed_delete if reversed_ else (check.suggest_delete if own is None else own)
+        # The variant's choice, else the check's (`delete_reversed` for a card on the `with` drug).
+        own = check.delete_reversed if reversed_ else chosen.suggest_delete if chosen is not None else None
+        delete = check.suggest_delete if own is None else own
         return OrderFinding(check, check.indicator, draft, drug, partner, reversed_, _shown(evidence),
                             variant=variant, alternative=alternative,
                             suggest_delete=delete and draft.reference is not None, route_unknown=route_unknown)

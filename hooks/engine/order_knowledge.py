@@ -9,23 +9,36 @@ every file of :func:`hooks.engine.knowledge.load_knowledge`, so the audit names 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fhir_mappings.terminology import concept_groups, concept_ids, concept_rows, fold_text, is_emittable, lookup
 from hooks.engine.knowledge import Knowledge, Localized, Reference, load_knowledge, parse_knowledge_yaml
 
-__all__ = ["ORDER_CHECKS_FILE", "Alternative", "OrderCheck", "OrderKnowledge", "UnknownFact", "load_order_checks",
-           "load_order_checks_from"]
+if TYPE_CHECKING:  # knowledge_check imports this module (at call time); the type only is needed here
+    from hooks.engine.knowledge_check import Problem
+
+__all__ = ["ORDER_CHECKS_FILE", "Alternative", "OrderCheck", "OrderKnowledge", "OrderPredicateError", "UnknownFact",
+           "check_predicates", "load_order_checks", "load_order_checks_from"]
 
 ORDER_CHECKS_FILE = "order_checks.yaml"
 _COMBINATORS = frozenset({"all", "any"})
+
+
+class OrderPredicateError(ValueError):
+    """A predicate argument of the order checks is wrong (``problems``: each one, as ``knowledge check`` says it,
+    warnings included)."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        errors = [p for p in problems if p.severity == "error"]
+        super().__init__("; ".join(f"check {p.where}: {p.message}" for p in errors[:5]))
+        self.problems = tuple(problems)
 
 
 class _Strict(BaseModel):
@@ -218,7 +231,7 @@ def _drug_vocabulary() -> frozenset[str]:
     return frozenset(names)
 
 
-def _predicates(check: OrderCheck) -> list[dict[str, Any]]:
+def check_predicates(check: OrderCheck) -> list[dict[str, Any]]:
     """Every patient predicate of a check: its own, its variants', its unknown facts' and its alternative's."""
     return [p for p in (check.when, *(v.when for v in check.variants), *(u.when for u in check.unknown),
                         check.alternative.when if check.alternative else None) if p]
@@ -237,7 +250,7 @@ def _validate(check: OrderCheck, knowledge: Knowledge, references: Mapping[str, 
     unknown_drugs = sorted(set(named) - drugs)
     if unknown_drugs:
         raise ValueError(f"check {check.id}: unknown drug concepts or classes {unknown_drugs}")
-    for predicate in _predicates(check):
+    for predicate in check_predicates(check):
         unknown = sorted(set(_predicate_names(predicate)) - KNOWN_PREDICATES)
         if unknown:
             raise ValueError(f"check {check.id}: unknown predicates {unknown}")
@@ -275,11 +288,10 @@ def _build(raw: bytes, knowledge: Knowledge) -> OrderKnowledge:
     # never hold, and the check it guards would never fire.
     from hooks.engine.knowledge_check import predicate_problems
 
-    errors = [p for p in predicate_problems(knowledge, ORDER_CHECKS_FILE,
-                                            ((c.id, w) for c in checks for w in _predicates(c)))
-              if p.severity == "error"]
-    if errors:
-        raise ValueError("; ".join(f"check {p.where}: {p.message}" for p in errors[:5]))
+    problems = predicate_problems(knowledge, ORDER_CHECKS_FILE,
+                                  ((c.id, w) for c in checks for w in check_predicates(c)))
+    if any(p.severity == "error" for p in problems):
+        raise OrderPredicateError(problems)
     digest = hashlib.sha256(knowledge.content_hash.encode() + b"\0" + raw).hexdigest()
     routes = {kind: tuple(fold_text(w) for w in words) for kind, words in (document.get("routes") or {}).items()}
     return OrderKnowledge(checks, messages, references, knowledge, digest, _checked_drugs(checks), routes)

@@ -182,7 +182,7 @@ class _OrderRenderer:
         dumped: dict[str, Any] = MedicationRequest.model_validate(body).model_dump(mode="json", exclude_none=True)
         return dumped
 
-    def unread_card(self, draft: DraftOrder, orders: int) -> Card:
+    def unread_card(self, draft: DraftOrder, reason: str, orders: int) -> Card:
         """A drug order whose drug could not be identified: its checks were not made, said rather than silent."""
         lines = [self.bold("why", self.msg("not_read_reason"))]
         if orders > 1:
@@ -196,7 +196,7 @@ class _OrderRenderer:
             indicator="info",
             source=Source(label=self.msg("not_read_source")),
             extension={EXTENSION_KEY: {"kind": ORDER_SAFETY_KIND, "check": NOT_READ_CHECK, "order": draft.shown_as,
-                                       "notRead": draft.not_identified or "malformed-resource"}},
+                                       "notRead": reason}},
         )
 
 
@@ -208,4 +208,4 @@ def render_order_cards(findings: Sequence[OrderFinding], facts: PatientFacts, kn
     none when no check fires (most orders)."""
     renderer = _OrderRenderer(knowledge, Words(knowledge.knowledge, locale), facts, seed, encounter_id)
     return [*(renderer.card(finding) for finding in findings),
-            *(renderer.unread_card(d, orders) for d in unread if d.not_identified is not None)]
+            *(renderer.unread_card(d, d.not_identified, orders) for d in unread if d.not_identified is not None)]

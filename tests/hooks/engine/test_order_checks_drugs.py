@@ -141,7 +141,9 @@ def test_diltiazem_with_conduction_disease_and_no_pacemaker_is_contraindicated(l
 
 
 def test_diltiazem_with_a_first_degree_av_block_is_not_contraindicated() -> None:
-    assert "diltiazem-conduction-disease" not in checks(order_cards(man(condition("I44.0")),
+    # Named in words: no first-degree code is in the knowledge, and the text must not read as av_block.
+    first_degree = condition(None, text="Bloc auriculo-ventriculaire du premier degré")
+    assert "diltiazem-conduction-disease" not in checks(order_cards(man(first_degree),
                                                                    draft(DILTIAZEM, rid="dilt")))
 
 

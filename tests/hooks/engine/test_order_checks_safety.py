@@ -241,7 +241,8 @@ def test_an_unread_draft_is_in_the_audit_record() -> None:
 
 def test_a_drug_read_but_not_known_is_not_called_unidentified() -> None:
     # Paracetamol with an invalid route, or named by a Medication not sent but with a display: the drug was read.
-    paracetamol = {**draft("N02BE01", rid="para"), "dosageInstruction": [{"route": "per os"}]}
+    paracetamol = {**draft(None, rid="para", text="Paracétamol 1 g comprimé"),
+                   "dosageInstruction": [{"route": "per os"}]}
     assert order_cards(man(), paracetamol) == []
     by_name = draft(None, rid="ref")
     by_name.pop("medicationCodeableConcept", None)
