@@ -35,6 +35,9 @@ class Evidence:
     date: datetime | None = None
     reference: str | None = None
     flags: tuple[str, ...] = ()
+    # The words a medication's route is read from, for the card to name it (addendum S25): the order's
+    # dosageInstruction.route, else the drug's own text, whose dose form may say it ("0.5% eye drops").
+    route: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"kind": self.kind, "concept": self.concept}
@@ -50,6 +53,8 @@ class Evidence:
             data["reference"] = self.reference
         if self.flags:
             data["flags"] = list(self.flags)
+        if self.route:
+            data["route"] = self.route
         return data
 
 
@@ -115,6 +120,7 @@ def medication_evidence(medication: MedicationFact) -> Evidence:
         date=ended if ended is not None else (medication.period_start or medication.authored),
         reference=medication.provenance.reference,
         flags=tuple(s for s in (medication.status,) if s),
+        route=medication.route or medication.text,
     )
 
 

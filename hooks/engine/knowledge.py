@@ -20,6 +20,8 @@ from typing import Any, Final, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fhir_mappings.terminology import fold_text
+
 __all__ = [
     "KNOWLEDGE_FILES",
     "PACKAGE_KNOWLEDGE_DIR",
@@ -40,7 +42,8 @@ __all__ = [
 SUBTYPES = ("dystrophic", "metastatic", "idiopathic", "iatrogenic", "calciphylaxis")
 # Where the service's own knowledge files live (copy it to edit, then ``calcinosis-cds knowledge check``).
 PACKAGE_KNOWLEDGE_DIR = Path(__file__).parent / "knowledge"
-KNOWLEDGE_FILES = ("ruleset.yaml", "rules.yaml", "red_flags.yaml", "workup.yaml", "therapy.yaml", "messages.yaml")
+KNOWLEDGE_FILES = ("ruleset.yaml", "rules.yaml", "red_flags.yaml", "workup.yaml", "therapy.yaml", "messages.yaml",
+                   "routes.yaml")
 
 
 class _Strict(BaseModel):
@@ -211,6 +214,20 @@ class Caution(_Strict):
         return (self.option,) if self.option is not None else tuple(self.options)
 
 
+class RouteVocabulary(_Strict):
+    """routes.yaml: the words of each route, and the routes a card names beside a drug (with their words)."""
+
+    routes: dict[str, list[str]]
+    shown: dict[str, Localized] = {}
+
+    @model_validator(mode="after")
+    def _shown_routes_exist(self) -> RouteVocabulary:
+        unknown = sorted(set(self.shown) - set(self.routes))
+        if unknown:
+            raise ValueError(f"shown names routes that `routes` does not define: {', '.join(unknown)}")
+        return self
+
+
 class Reference(_Strict):
     label: str
     url: str | None = None
@@ -236,6 +253,9 @@ class Knowledge:
     options: tuple[TherapyOption, ...]
     cautions: tuple[Caution, ...]
     messages: Mapping[str, Any]
+    # routes.yaml: the folded words of each route, and how a card names the routes it shows.
+    routes: Mapping[str, tuple[str, ...]]
+    shown_routes: Mapping[str, Localized]
 
     def threshold(self, value: float | int | str) -> float:
         """A number, or the name of a threshold in ruleset.yaml."""
@@ -246,6 +266,22 @@ class Knowledge:
     def message(self, section: str, key: str, locale: str) -> str:
         entry = self.messages[section][key]
         return str(entry.get(locale) or entry["en"])
+
+    def route_of(self, route: str | None, text: str | None) -> str | None:
+        """The route ("oral", "intravenous", "ophthalmic") an order's route words say, else its drug's text."""
+        for said in (route, text):
+            if not said:
+                continue
+            padded = f" {fold_text(said).replace('/', ' ').replace('-', ' ')} "
+            for kind, words in self.routes.items():
+                if any(f" {word} " in padded for word in words):
+                    return kind
+        return None
+
+    def route_shown(self, words: str | None, locale: str) -> str | None:
+        """What a card puts beside a drug's name for the route these words say, when routes.yaml shows it."""
+        names = self.shown_routes.get(self.route_of(words, None) or "")
+        return None if names is None else names.get(locale)
 
     def option(self, option_id: str) -> TherapyOption:
         return next(o for o in self.options if o.id == option_id)
@@ -314,6 +350,7 @@ def _build(raw: Mapping[str, bytes]) -> Knowledge:
     if tuple(rules["subtypes"]) != SUBTYPES:
         raise ValueError(f"rules.yaml subtypes must be {SUBTYPES} (the order ties are broken in)")
     factors = flags["calciphylaxis_risk_factors"]
+    routes = RouteVocabulary.model_validate(docs["routes.yaml"])
     return Knowledge(
         version=str(ruleset["version"]),
         content_hash=digest.hexdigest(),
@@ -333,4 +370,6 @@ def _build(raw: Mapping[str, bytes]) -> Knowledge:
         options=tuple(TherapyOption.model_validate(o) for o in therapy["options"]),
         cautions=tuple(Caution.model_validate(c) for c in therapy["cautions"]),
         messages=docs["messages.yaml"],
+        routes={kind: tuple(fold_text(w) for w in words) for kind, words in routes.routes.items()},
+        shown_routes=routes.shown,
     )

@@ -50,7 +50,7 @@ _UNIT_SYSTEMS = ("conventional", "si")
 _MODEL_FILES = {"RuleDefinition": "rules.yaml", "FlagDefinition": "red_flags.yaml", "RiskDefinition": "red_flags.yaml",
                 "RiskFactor": "red_flags.yaml", "HistoryAlert": "red_flags.yaml", "WorkupItem": "workup.yaml",
                 "AdvisoryItem": "workup.yaml", "TherapyOption": "therapy.yaml", "Caution": "therapy.yaml",
-                "Reference": "ruleset.yaml"}
+                "Reference": "ruleset.yaml", "RouteVocabulary": "routes.yaml"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fhir_mappings.terminology import concept_groups, concept_ids, concept_rows, fold_text, is_emittable, lookup
+from fhir_mappings.terminology import concept_groups, concept_ids, concept_rows, is_emittable, lookup
 from hooks.engine.knowledge import Knowledge, Localized, Reference, load_knowledge, parse_knowledge_yaml
 
 if TYPE_CHECKING:  # knowledge_check imports this module (at call time); the type only is needed here
@@ -171,19 +171,9 @@ class OrderKnowledge:
     content_hash: str
     # Every drug concept or class a check is about: a signing with none of them needs no facts.
     drugs: frozenset[str] = frozenset()
-    # Words of a route or dose form, folded (accents and case), by route: "oral", "intravenous".
-    routes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-
     def route_of(self, route: str | None, text: str | None) -> str | None:
-        """"oral" or "intravenous" from the order's route, else from the drug's text (its dose form), else None."""
-        for said in (route, text):
-            if not said:
-                continue
-            padded = f" {fold_text(said).replace('/', ' ').replace('-', ' ')} "
-            for kind, words in self.routes.items():
-                if any(f" {word} " in padded for word in words):
-                    return kind
-        return None
+        """The route an order's words say (``routes.yaml``, shared with the chart cards)."""
+        return self.knowledge.route_of(route, text)
 
     def concerns(self, concept: str, groups: tuple[str, ...]) -> bool:
         """A drug some check is about (as the draft, or as the other drug of an either-order check)."""
@@ -293,8 +283,7 @@ def _build(raw: bytes, knowledge: Knowledge) -> OrderKnowledge:
     if any(p.severity == "error" for p in problems):
         raise OrderPredicateError(problems)
     digest = hashlib.sha256(knowledge.content_hash.encode() + b"\0" + raw).hexdigest()
-    routes = {kind: tuple(fold_text(w) for w in words) for kind, words in (document.get("routes") or {}).items()}
-    return OrderKnowledge(checks, messages, references, knowledge, digest, _checked_drugs(checks), routes)
+    return OrderKnowledge(checks, messages, references, knowledge, digest, _checked_drugs(checks))
 
 
 @lru_cache(maxsize=1)

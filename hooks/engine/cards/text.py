@@ -105,6 +105,13 @@ class Words:
         except LookupError:
             return concept.replace("_", " ")
 
+    def drug(self, concept: str, route: str | None) -> str:
+        """A drug's label, with its route when the card must show it: "Timolol eye drops", "Timolol collyre"
+        (addendum S25: ophthalmic timolol is a beta-blocker too, and the prescriber must see which it is)."""
+        label = self.label(concept)
+        shown = self.knowledge.route_shown(route, self.locale)
+        return f"{label} {shown}" if shown else label
+
     def site(self, concept: str) -> str:
         """A body site as a clinician names it ("knee", "genou")."""
         return bodysite_name(concept, "fr" if self.fr else "en") or self.label(concept)

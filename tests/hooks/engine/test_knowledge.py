@@ -176,7 +176,8 @@ def test_workup_vocabulary_and_order_codes() -> None:
 
 
 def test_version_and_content_hash() -> None:
-    names = ("ruleset.yaml", "rules.yaml", "red_flags.yaml", "workup.yaml", "therapy.yaml", "messages.yaml")
+    names = ("ruleset.yaml", "rules.yaml", "red_flags.yaml", "workup.yaml", "therapy.yaml", "messages.yaml",
+             "routes.yaml")
     digest = hashlib.sha256()
     for name in names:
         digest.update(

@@ -109,6 +109,10 @@ def test_a_content_change_without_a_new_version_is_a_warning(edited: Path) -> No
     (lambda d: (d / "rules.yaml").write_text("rules: [unclosed", encoding="utf-8"), "ERROR   rules.yaml YAML"),
     (lambda d: edit(d, "rules.yaml", "    basis: \"seed 001\"\n", "    basis: \"seed 001\"\n    weight: 2\n"),
      "ERROR   rules.yaml RuleDefinition weight: Extra inputs are not permitted"),
+    (lambda d: edit(d, "routes.yaml", "  ophthalmic: {en:", "  ophtalmic: {en:"),
+     "ERROR   routes.yaml RouteVocabulary : Value error, shown names routes that `routes` does not define: ophtalmic"),
+    (lambda d: edit(d, "routes.yaml", ', fr: "collyre"}', "}"),
+     "ERROR   routes.yaml RouteVocabulary shown.ophthalmic.fr: Field required"),
 ])
 def test_a_directory_that_does_not_load_says_which_file(edited: Path, break_it: Callable[[Path], object],
                                                         expected: str) -> None:

@@ -23,6 +23,7 @@ from tests.hooks.engine.order_support import (
     pregnant_woman,
     text,
     the_card,
+    with_route,
 )
 
 # ----------------------------------------------------------------------------- S34: denosumab
@@ -161,6 +162,31 @@ def test_diltiazem_ordered_for_a_patient_on_timolol_eye_drops_is_a_caution(local
     assert ("timolol" in card.summary.lower())
     assert ("ECG" in text(card))
     assert actions(card) == []
+
+
+@pytest.mark.parametrize(("locale", "summary", "line"), [
+    ("en", "Diltiazem with timolol eye drops", "- Timolol eye drops (since "),
+    ("fr", "Diltiazem avec timolol collyre", "- Timolol collyre (depuis le "),
+])
+def test_the_timolol_eye_drops_are_named_with_their_route(locale: str, summary: str, line: str) -> None:
+    # Addendum S25 "Data": ophthalmic timolol, show the route (the prescriber judges an eye drop differently).
+    resources = man(medication("10600", "rxnorm", text="Timolol 0.5% eye drops", rid="timolol", days_ago=30))
+    card = the_card(order_cards(resources, draft(DILTIAZEM, rid="dilt"), locale=locale), "diltiazem-beta-blocker")
+    assert card.summary.startswith(summary)
+    assert line in text(card)
+
+
+def test_a_drafted_eye_drop_is_named_with_its_route_on_the_order_line() -> None:
+    resources = man(medication(DILTIAZEM, rid="dilt-current", days_ago=60))
+    order = with_route(draft("10600", "rxnorm", rid="timolol"), "voie ophtalmique")
+    card = the_card(order_cards(resources, order, locale="fr"), "diltiazem-beta-blocker")
+    assert "**Prescription\u00a0:** Timolol collyre (brouillon)" in text(card)
+
+
+def test_oral_timolol_is_named_without_a_route() -> None:
+    resources = man(medication("10600", "rxnorm", text="Timolol 10 mg tablet", rid="timolol", days_ago=30))
+    card = the_card(order_cards(resources, draft(DILTIAZEM, rid="dilt")), "diltiazem-beta-blocker")
+    assert card.summary.startswith("Diltiazem with timolol:")
 
 
 @pytest.mark.parametrize("locale", LOCALES)

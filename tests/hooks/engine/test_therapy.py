@@ -119,6 +119,35 @@ def test_colchicine_with_diltiazem_is_kept_with_a_caution_and_the_card_warns() -
     assert plan.therapy.touches_current_medication
 
 
+def _therapy_detail(*extra: dict[str, Any], locale: str) -> str:
+    resources = [patient("p1", birth="1970-01-01"), condition("L94.2", sites=(FOREARM,)), condition("M34.1"),
+                 *normal_chemistry(), PAIN, *extra]
+    facts, assessment = run(*resources)
+    cards = render_cards(assessment, facts, locale=locale, seed="t")
+    (therapy,) = [c for c in cards if c.extension and c.extension["calcinosis-cds"]["kind"] == "therapy-options"]
+    return therapy.detail or ""
+
+
+@pytest.mark.parametrize(("locale", "said"), [("en", "with timolol eye drops (beta-blocker)"),
+                                              ("fr", "avec timolol collyre (bêtabloquant)")])
+@pytest.mark.parametrize("timolol", [
+    medication("10600", "rxnorm", text="Timolol 0.5% eye drops"),
+    {**medication("10600", "rxnorm"), "dosageInstruction": [{"route": {"text": "Ophthalmic"}}]},
+    medication("10600", "rxnorm", text="Timoptol 0,5 % collyre"),
+], ids=["dose form in the text", "route recorded", "French dose form"])
+def test_diltiazem_offered_to_a_patient_on_timolol_eye_drops_names_the_route(
+        timolol: dict[str, Any], locale: str, said: str) -> None:
+    # Addendum S25: ophthalmic timolol counts as a beta-blocker, and the card shows the route.
+    line = next(line for line in _therapy_detail(timolol, locale=locale).splitlines() if "iltiazem" in line)
+    assert said in line
+
+
+def test_oral_timolol_is_named_without_a_route() -> None:
+    line = next(line for line in _therapy_detail(medication("10600", "rxnorm", text="Timolol 10 mg tablet"),
+                                                 locale="en").splitlines() if "iltiazem" in line)
+    assert "with timolol (beta-blocker)" in line
+
+
 def test_ivig_caution_in_renal_impairment_or_age() -> None:
     plan = dystrophic(lab("98979-8", 70, "mL/min/{1.73_m2}"))
     assert "ivig" in options(plan)
