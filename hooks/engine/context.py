@@ -7,8 +7,9 @@ differential diagnosis, or a text that only raises it) is then not evidence (iss
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from fhir_mappings.facts import DerivedValue, LabValue, PatientFacts
 from hooks.engine.evidence import FALSE, Evidence, Result, condition_evidence, derived_evidence, lab_evidence
@@ -18,6 +19,7 @@ __all__ = ["AgeBand", "EvalContext", "RenalEstimate"]
 
 _STAGE_ORDER = {"G1": 1, "G2": 2, "G3a": 3, "G3b": 4, "G4": 5, "G5": 6}
 AgeBand = Literal["neonate", "child_under_8", "child", "adult", "unknown"]
+ReadingT = TypeVar("ReadingT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,21 @@ class EvalContext:
     # The suggested subtype, once scored (flags are evaluated after it: no surgery flag on calciphylaxis).
     subtype: str | None = None
     confirmed_only: bool = False
+    # The shared readings below, each worked out once per facts (issue 14: calcium is read by a dozen rules).
+    # Only readings of ``facts`` alone are kept: nothing that depends on ``confirmed_only`` or on results
+    # evaluated so far. Not init fields, so ``dataclasses.replace`` (the order checks swap the facts) starts
+    # an empty memo, and the memo is dropped whenever ``facts`` is no longer the object it was read from.
+    _readings: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _readings_of: PatientFacts | None = field(default=None, init=False, repr=False, compare=False)
+
+    def _reading(self, name: str, read: Callable[[], ReadingT]) -> ReadingT:
+        if self._readings_of is not self.facts:
+            self._readings = {}
+            self._readings_of = self.facts
+        if name not in self._readings:
+            self._readings[name] = read()
+        value: ReadingT = self._readings[name]
+        return value
 
     # ----------------------------------------------------------------- shared clinical readings
 
@@ -53,6 +70,9 @@ class EvalContext:
 
         Returns the value, the total-calcium result whose reference range applies, and the evidence.
         """
+        return self._reading("calcium", self._calcium)
+
+    def _calcium(self) -> tuple[float | None, LabValue | None, tuple[Evidence, ...]]:
         derived = self.facts.derived.get("calcium_corrected")
         if derived is not None:
             basis = next((v for v in derived.inputs if v.analyte == "calcium_total"), None)
@@ -64,6 +84,9 @@ class EvalContext:
         return None, None, ()
 
     def egfr(self) -> tuple[float | None, tuple[Evidence, ...]]:
+        return self._reading("egfr", self._egfr)
+
+    def _egfr(self) -> tuple[float | None, tuple[Evidence, ...]]:
         latest = self.facts.latest("egfr")
         if latest is not None and latest.value is not None:
             return latest.value, (lab_evidence(latest),)
@@ -77,6 +100,9 @@ class EvalContext:
 
         The card says which was used; an eGFR stands in only when weight or creatinine is missing (S36).
         """
+        return self._reading("renal_for_dosing", self._renal_for_dosing)
+
+    def _renal_for_dosing(self) -> RenalEstimate | None:
         reported = self.facts.latest("crcl_cg")
         if reported is not None and reported.value is not None and reported.comparator is None:
             return RenalEstimate(reported.value, "crcl-reported", (lab_evidence(reported),))
