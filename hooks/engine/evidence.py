@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,7 +39,8 @@ class Evidence:
     # dosageInstruction.route, else the drug's own text, whose dose form may say it ("0.5% eye drops").
     route: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, iso: Callable[[datetime], str] = datetime.isoformat) -> dict[str, Any]:
+        """``iso``: how dates are written (a snapshot passes its memo of them)."""
         data: dict[str, Any] = {"kind": self.kind, "concept": self.concept}
         if self.value is not None:
             data["value"] = self.value
@@ -48,7 +49,7 @@ class Evidence:
         if self.text:
             data["text"] = self.text
         if self.date:
-            data["date"] = self.date.isoformat()
+            data["date"] = iso(self.date)
         if self.reference:
             data["reference"] = self.reference
         if self.flags:
