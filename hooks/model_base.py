@@ -33,11 +33,12 @@ class OutgoingModel(BaseModel):
 
     @model_validator(mode="after")
     def _no_empty_optionals(self) -> OutgoingModel:
-        # The fields themselves (extra is forbidden): pydantic's ``__iter__`` would build a list per model.
+        # The fields themselves (extra is forbidden): pydantic's ``__iter__`` would build a list per model. A tuple,
+        # not a union, for isinstance: CPython 3.11 checks a tuple faster (49 models per dialysis response).
         for name, value in self.__dict__.items():
             if value is None:
                 continue
-            if isinstance(value, str | list | dict) and len(value) == 0 and name != "cards":
+            if isinstance(value, (str, list, dict)) and not value and name != "cards":
                 raise ValueError(f"{name} must be omitted rather than sent empty (CDS Hooks #use-of-json)")
         return self
 
