@@ -35,9 +35,10 @@ class Evidence:
     date: datetime | None = None
     reference: str | None = None
     flags: tuple[str, ...] = ()
-    # The words a medication's route is read from, for the card to name it (addendum S25): the order's
-    # dosageInstruction.route, else the drug's own text, whose dose form may say it ("0.5% eye drops").
+    # What a medication's route is read from, for the card to name it (addendum S25): the order's
+    # dosageInstruction.route, else the drug's own text (``form``), whose dose form may say it ("eye drops").
     route: str | None = None
+    form: str | None = None
 
     def to_dict(self, iso: Callable[[datetime], str] = datetime.isoformat) -> dict[str, Any]:
         """``iso``: how dates are written (a snapshot passes its memo of them)."""
@@ -56,6 +57,8 @@ class Evidence:
             data["flags"] = list(self.flags)
         if self.route:
             data["route"] = self.route
+        if self.form:
+            data["form"] = self.form
         return data
 
 
@@ -121,7 +124,8 @@ def medication_evidence(medication: MedicationFact) -> Evidence:
         date=ended if ended is not None else (medication.period_start or medication.authored),
         reference=medication.provenance.reference,
         flags=tuple(s for s in (medication.status,) if s),
-        route=medication.route or medication.text,
+        route=medication.route,
+        form=medication.text,
     )
 
 

@@ -268,7 +268,7 @@ class Knowledge:
         return str(entry.get(locale) or entry["en"])
 
     def route_of(self, route: str | None, text: str | None) -> str | None:
-        """The route ("oral", "intravenous", "ophthalmic") an order's route words say, else its drug's text."""
+        """The route ("ophthalmic", "oral", "intravenous") an order's route words say, else its drug's text."""
         for said in (route, text):
             if not said:
                 continue
@@ -278,9 +278,10 @@ class Knowledge:
                     return kind
         return None
 
-    def route_shown(self, words: str | None, locale: str) -> str | None:
-        """What a card puts beside a drug's name for the route these words say, when routes.yaml shows it."""
-        names = self.shown_routes.get(self.route_of(words, None) or "")
+    def route_shown(self, route: str | None, text: str | None, locale: str) -> str | None:
+        """What a card puts after a drug's name for its route (its order's route words, else its own text),
+        when routes.yaml shows that route."""
+        names = self.shown_routes.get(self.route_of(route, text) or "")
         return None if names is None else names.get(locale)
 
     def option(self, option_id: str) -> TherapyOption:

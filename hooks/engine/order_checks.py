@@ -76,7 +76,7 @@ def _context(facts: PatientFacts, assessment: Assessment, knowledge: OrderKnowle
 def _draft_evidence(medication: MedicationFact) -> Evidence:
     """Another order of this signing: named without a date (it is not given yet)."""
     return Evidence(kind="medication", concept=medication.concept, reference=medication.provenance.reference,
-                    flags=("draft",), route=medication.route or medication.text)
+                    flags=("draft",), route=medication.route, form=medication.text)
 
 
 def _shown(evidence: Sequence[Evidence]) -> tuple[Evidence, ...]:

@@ -106,7 +106,7 @@ def _line(words: Words, item: Evidence) -> str | None:
     if item.kind == "medication":
         stopped = bool({"stopped", "completed"}.intersection(item.flags))
         key = "stopped" if stopped else "since"
-        text = words.drug(item.concept, item.route)
+        text = words.drug(item.concept, item.route, item.form)
         return f"{text} ({words.msg('text', key, date=words.date(item.date))})" if item.date else text
     if item.kind == "demographic":
         if "neonate" in item.flags or (item.text or "").endswith("days"):

@@ -69,7 +69,7 @@ class _OrderRenderer:
 
     def draft_label(self, finding: OrderFinding) -> str:
         """The draft's whole product: every ingredient recognised in it ("Aspirin / calcium carbonate")."""
-        labels = dict.fromkeys(self.w.drug(m.concept, m.route or m.text) for m in finding.draft.medications)
+        labels = dict.fromkeys(self.w.drug(m.concept, m.route, m.text) for m in finding.draft.medications)
         return " / ".join(labels) if labels else self.w.label(finding.drug.concept)
 
     def texts(self, finding: OrderFinding, order_label: str, partner_label: str) -> tuple[str, list[str]]:
@@ -105,7 +105,7 @@ class _OrderRenderer:
         drug_label = self.draft_label(finding)
         order_label = self.w.label(finding.order_concept) if finding.reversed else drug_label
         partner = finding.drug if finding.reversed else finding.partner
-        partner_label = (_mid_sentence(self.w.drug(partner.concept, partner.route or partner.text))
+        partner_label = (_mid_sentence(self.w.drug(partner.concept, partner.route, partner.text))
                          if partner is not None else "")
         lines = [self.bold("order", f"{drug_label} ({self.msg('draft')})")]
         summary, reason_lines = self.texts(finding, order_label, partner_label)

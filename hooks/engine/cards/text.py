@@ -105,11 +105,12 @@ class Words:
         except LookupError:
             return concept.replace("_", " ")
 
-    def drug(self, concept: str, route: str | None) -> str:
-        """A drug's label, with its route when the card must show it: "Timolol eye drops", "Timolol collyre"
-        (addendum S25: ophthalmic timolol is a beta-blocker too, and the prescriber must see which it is)."""
+    def drug(self, concept: str, route: str | None, form: str | None) -> str:
+        """A drug's label, with its route when the card must show it: "Timolol ophthalmic", "Timolol collyre"
+        (addendum S25: ophthalmic timolol is a beta-blocker too, and the prescriber must see which it is).
+        ``route``: the order's route words; ``form``: the drug's own text, read when the route says nothing."""
         label = self.label(concept)
-        shown = self.knowledge.route_shown(route, self.locale)
+        shown = self.knowledge.route_shown(route, form, self.locale)
         return f"{label} {shown}" if shown else label
 
     def site(self, concept: str) -> str:

@@ -58,7 +58,7 @@ class TherapyCard:
         if "{drugs}" in short:
             # Name the patient's drugs ("with clarithromycin"), not the class: the prescriber acts on them.
             own = set(self.k.option(option_id).drugs)
-            drugs = dict.fromkeys(_lower_first(self.w.drug(e.concept, e.route)) for e in first.evidence
+            drugs = dict.fromkeys(_lower_first(self.w.drug(e.concept, e.route, e.form)) for e in first.evidence
                                   if e.kind == "medication" and e.concept not in own)
             short = short.replace("{drugs}", ", ".join(drugs) or self.w.msg("reasons", first.reason))
         return short

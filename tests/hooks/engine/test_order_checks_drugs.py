@@ -165,7 +165,7 @@ def test_diltiazem_ordered_for_a_patient_on_timolol_eye_drops_is_a_caution(local
 
 
 @pytest.mark.parametrize(("locale", "summary", "line"), [
-    ("en", "Diltiazem with timolol eye drops", "- Timolol eye drops (since "),
+    ("en", "Diltiazem with timolol ophthalmic", "- Timolol ophthalmic (since "),
     ("fr", "Diltiazem avec timolol collyre", "- Timolol collyre (depuis le "),
 ])
 def test_the_timolol_eye_drops_are_named_with_their_route(locale: str, summary: str, line: str) -> None:
@@ -219,6 +219,26 @@ def test_diltiazem_with_tacrolimus_asks_for_trough_levels_in_either_order(locale
                        "diltiazem-calcineurin-inhibitor")
     assert ("Le patient prend du diltiazem ou du vérapamil" if locale == "fr"
             else "The patient takes diltiazem or verapamil") in text(reverse)
+
+
+@pytest.mark.parametrize(("locale", "summary"), [
+    ("en", "Diltiazem with tacrolimus (kidney transplant): raises tacrolimus levels; transplant or nephrology team "
+           "must agree"),
+    ("fr", "Diltiazem avec tacrolimus (greffe rénale)\u00a0: hausse des taux de tacrolimus\u00a0; accord requis de "
+           "l'équipe de greffe ou de néphrologie"),
+])
+@pytest.mark.parametrize("transplant", [condition("Z94.0"), condition("737295003", "snomed")], ids=["icd", "snomed"])
+def test_a_kidney_transplant_leads_the_tacrolimus_caution(transplant: dict[str, Any], locale: str,
+                                                          summary: str) -> None:
+    # Addendum S24 "Data": kidney transplant status raises the priority; the reason (trough levels) is unchanged.
+    resources = man(transplant, medication("L04AD02", rid="tac", days_ago=200))
+    card = the_card(order_cards(resources, draft(DILTIAZEM, rid="dilt"), locale=locale),
+                    "diltiazem-calcineurin-inhibitor")
+    assert card.summary == summary
+    assert ("taux résiduels" if locale == "fr" else "trough levels") in text(card)
+    reverse = the_card(order_cards(man(transplant, medication(DILTIAZEM, rid="dilt-current", days_ago=60)),
+                                   draft("L04AD02", rid="tac"), locale=locale), "diltiazem-calcineurin-inhibitor")
+    assert ("(greffe rénale)" if locale == "fr" else "(kidney transplant)") in reverse.summary
 
 
 @pytest.mark.parametrize("locale", LOCALES)

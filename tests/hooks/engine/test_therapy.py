@@ -128,13 +128,18 @@ def _therapy_detail(*extra: dict[str, Any], locale: str) -> str:
     return therapy.detail or ""
 
 
-@pytest.mark.parametrize(("locale", "said"), [("en", "with timolol eye drops (beta-blocker)"),
+@pytest.mark.parametrize(("locale", "said"), [("en", "with timolol ophthalmic (beta-blocker)"),
                                               ("fr", "avec timolol collyre (bêtabloquant)")])
 @pytest.mark.parametrize("timolol", [
     medication("10600", "rxnorm", text="Timolol 0.5% eye drops"),
     {**medication("10600", "rxnorm"), "dosageInstruction": [{"route": {"text": "Ophthalmic"}}]},
     medication("10600", "rxnorm", text="Timoptol 0,5 % collyre"),
-], ids=["dose form in the text", "route recorded", "French dose form"])
+    medication("10600", "rxnorm", text="Timolol 0,1 % collyre en solution, sachet de récipients unidoses"),
+    {**medication("10600", "rxnorm"), "dosageInstruction": [{"route": {"text": "Both Eyes"}}]},
+    {**medication("10600", "rxnorm", text="Timolol 0.5% eye drops"),
+     "dosageInstruction": [{"route": {"text": "Topical"}}]},
+], ids=["dose form in the text", "route recorded", "French dose form", "single-dose sachets", "both eyes",
+        "route says nothing, text does"])
 def test_diltiazem_offered_to_a_patient_on_timolol_eye_drops_names_the_route(
         timolol: dict[str, Any], locale: str, said: str) -> None:
     # Addendum S25: ophthalmic timolol counts as a beta-blocker, and the card shows the route.
