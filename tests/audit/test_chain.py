@@ -7,6 +7,7 @@ import itertools
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -93,13 +94,21 @@ def test_a_chain_slice_verifies_from_its_previous_link(five: AuditLog) -> None:
     assert not verify_rows(TEST_KEY, rows[2:], start_seq=3, start_hash=GENESIS).ok
 
 
-def test_two_processes_appending_together_keep_one_valid_chain(log: AuditLog, audit_dsn: str) -> None:
+def test_two_processes_appending_together_keep_one_valid_chain(log: AuditLog, audit_dsn: str,
+                                                               tmp_path: Path) -> None:
     """Two service instances sharing one store (brief §3.4: one chain serialised by the write lock)."""
-    count, start_at = 150, time.time() + 1.5
+    count, tenants_started = 150, ("instance-a", "instance-b")
     writers = [
-        subprocess.Popen([sys.executable, "-m", "tests.audit.writer", audit_dsn, str(count), tenant, str(start_at)])
-        for tenant in ("instance-a", "instance-b")
+        subprocess.Popen([sys.executable, "-m", "tests.audit.writer", audit_dsn, str(count), tenant, str(tmp_path)])
+        for tenant in tenants_started
     ]
+    # Both open their store first (the start-up of each may take seconds on a loaded machine), then go together.
+    deadline = time.monotonic() + 90
+    while not all((tmp_path / f"ready-{tenant}").exists() for tenant in tenants_started):
+        assert time.monotonic() < deadline, "a writer did not start"
+        assert all(writer.poll() is None for writer in writers), "a writer exited before the start"
+        time.sleep(0.01)
+    (tmp_path / "go").touch()
     assert [writer.wait(timeout=120) for writer in writers] == [0, 0]
     verdict = log.verify()
     assert verdict.ok, verdict.describe()
