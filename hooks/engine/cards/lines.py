@@ -134,8 +134,11 @@ def evidence_lines(words: Words, items: Iterable[Evidence], ledger: Ledger, limi
     findings = [i for i in fresh if i.kind == "finding"]
     shown: list[tuple[Evidence | None, str]] = [(None, line) for line in _finding_lines(words, findings)] \
         if findings else []
+    # A coded condition that is also read as a skin finding (Calciphylaxis, with its site) is one fact: the
+    # finding line, which comes first and names the site, says it.
+    as_findings = {(i.reference, i.concept) for i in findings if i.reference}
     for item in fresh:
-        if item.kind == "finding":
+        if item.kind == "finding" or (item.kind == "condition" and (item.reference, item.concept) in as_findings):
             continue
         line = _line(words, item)
         if line and all(line != other for _, other in shown):

@@ -185,7 +185,11 @@ class _Renderer:
                                  second=self.w.msg("subtype_names", second))
         else:
             summary = self.w.msg("summary", "subtype", subtype=self.w.msg("subtype_names", a.subtype))
-        lines = [self.bold("why"), *self.facts_lines(self.decisive_evidence())]
+        evidence = self.decisive_evidence()
+        if any("{ca_x_p}" in self.definition(hit).summary.get(self.w.locale) for hit in folded):
+            # The folded alert's own line quotes the Ca x P: a second line with the same value says nothing more.
+            evidence = [e for e in evidence if not (e.kind == "derived" and e.concept == "ca_x_p")]
+        lines = [self.bold("why"), *self.facts_lines(evidence)]
         if any(hit.basis == "suspected" for hit in folded):
             # Before the alerts it qualifies: the budget may cut the last lines, never this one.
             lines.append(f"_{self.w.msg('text', 'provisional_basis')}_")

@@ -122,6 +122,27 @@ def test_budgets_hold_for_every_fixture(fixture: str, locale: str) -> None:
                 seen.add(fact)
 
 
+def _heads(card: Card) -> list[str]:
+    """What each fact line of a card names first: "Calciphylaxis" in "- Calciphylaxis — thigh, 11 Nov 2026"."""
+    return [re.split(r",| —| \(", line.removeprefix("- "), maxsplit=1)[0]
+            for line in (card.detail or "").splitlines() if line.startswith("- ")]
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+@pytest.mark.parametrize("locale", ["en", "fr"])
+def test_no_card_names_one_fact_twice(fixture: str, locale: str) -> None:
+    # A coded calciphylaxis read as a skin finding too was "- Calciphylaxis — thigh, …" and then
+    # "- Calciphylaxis (since …)": one fact, one line (the finding's, with its site).
+    for card in cards_for(fixture, locale):
+        heads = _heads(card)
+        assert len(heads) == len(set(heads)), (card.summary, heads)
+        # An alert folded into the card ("Also: Ca × P 57 mg²/dL², above the CKD target") quotes its value:
+        # no fact line repeats it.
+        lines = (card.detail or "").splitlines()
+        if any(line.startswith(("**Also", "**Aussi")) and "mg²/dL²" in line for line in lines):
+            assert not [h for h in heads if h.startswith("Ca × P")], (card.summary, heads)
+
+
 @pytest.mark.parametrize("fixture", FIXTURES)
 @pytest.mark.parametrize("locale", ["en", "fr"])
 def test_cards_speak_the_clinicians_words_not_ours(fixture: str, locale: str) -> None:
