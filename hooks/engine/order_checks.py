@@ -95,7 +95,7 @@ class _Checker:
 
     def route_allows(self, medication: MedicationFact, route: str | None) -> bool:
         """An order recorded as oral is not an IV product (brief §9.2: calcium-containing IV solutions)."""
-        return route is None or self.k.route_of(medication.route, medication.text) != "oral"
+        return route is None or self.k.knowledge.route_of(medication.route, medication.text) != "oral"
 
     def is_with_drug(self, check: OrderCheck, medication: MedicationFact) -> bool:
         assert check.with_ is not None
@@ -171,7 +171,8 @@ class _Checker:
                 partner_evidence = (_draft_evidence(partner) if is_draft else medication_evidence(partner),)
         iv = check.with_ is not None and check.with_.route == "intravenous"
         with_drug = drug if reversed_ else partner
-        route_unknown = iv and with_drug is not None and self.k.route_of(with_drug.route, with_drug.text) is None
+        route_unknown = (iv and with_drug is not None
+                         and self.k.knowledge.route_of(with_drug.route, with_drug.text) is None)
         holds = Result(True) if check.when is None else evaluate(check.when, ctx)
         if holds and (partner is not None or not needs_partner):
             return self._fired(check, ctx, draft, drug, partner, reversed_,

@@ -171,9 +171,6 @@ class OrderKnowledge:
     content_hash: str
     # Every drug concept or class a check is about: a signing with none of them needs no facts.
     drugs: frozenset[str] = frozenset()
-    def route_of(self, route: str | None, text: str | None) -> str | None:
-        """The route an order's words say (``routes.yaml``, shared with the chart cards)."""
-        return self.knowledge.route_of(route, text)
 
     def concerns(self, concept: str, groups: tuple[str, ...]) -> bool:
         """A drug some check is about (as the draft, or as the other drug of an either-order check)."""

@@ -133,6 +133,12 @@ class _Renderer:
         definition: FlagDefinition | RiskDefinition = self.definition(hit)
         return definition.summary.get(self.w.locale).format(**self.values())
 
+    def not_quoted(self, evidence: list[Evidence], alerts: list[FlagHit]) -> list[Evidence]:
+        """The evidence less the Ca x P that an "Also:" line of these alerts quotes: one value, said once."""
+        if not any("{ca_x_p}" in self.definition(hit).summary.get(self.w.locale) for hit in alerts):
+            return evidence
+        return [e for e in evidence if not (e.kind == "derived" and e.concept == "ca_x_p")]
+
     def definition(self, hit: FlagHit) -> FlagDefinition | RiskDefinition:
         if hit.is_risk:
             return next(r for r in self.k.risks if r.id == hit.id)
@@ -147,7 +153,7 @@ class _Renderer:
             action = (definition.action if lead.action_variant is None
                       else definition.action_variants[lead.action_variant].action)
             lines.append(self.bold("do", action.get(self.w.locale)))
-        lines += self.facts_lines(list(lead.evidence))
+        lines += self.facts_lines(self.not_quoted(list(lead.evidence), also))
         lines += [self.bold("also", self.flag_summary(other)) for other in also]
         if lead.basis == "suspected":
             lines.append(f"_{self.w.msg('text', 'provisional_basis')}_")
@@ -185,11 +191,7 @@ class _Renderer:
                                  second=self.w.msg("subtype_names", second))
         else:
             summary = self.w.msg("summary", "subtype", subtype=self.w.msg("subtype_names", a.subtype))
-        evidence = self.decisive_evidence()
-        if any("{ca_x_p}" in self.definition(hit).summary.get(self.w.locale) for hit in folded):
-            # The folded alert's own line quotes the Ca x P: a second line with the same value says nothing more.
-            evidence = [e for e in evidence if not (e.kind == "derived" and e.concept == "ca_x_p")]
-        lines = [self.bold("why"), *self.facts_lines(evidence)]
+        lines = [self.bold("why"), *self.facts_lines(self.not_quoted(self.decisive_evidence(), folded))]
         if any(hit.basis == "suspected" for hit in folded):
             # Before the alerts it qualifies: the budget may cut the last lines, never this one.
             lines.append(f"_{self.w.msg('text', 'provisional_basis')}_")
